@@ -1,0 +1,13 @@
+"""Mask Scoring R-CNN (Huang et al., CVPR 2019) for MMDetection 3.x.
+
+``import ms_rcnn_mm`` applies the stack fixes of :mod:`ms_rcnn_mm.compat`
+and registers every module of the package in the ``ms_rcnn_mm`` scope.
+"""
+from . import compat
+from .version import __version__
+
+compat.apply()
+
+from . import models  # noqa: E402  (registers after the fixes)
+
+__all__ = ['__version__', 'compat', 'models']

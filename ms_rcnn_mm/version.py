@@ -1,0 +1,2 @@
+"""Package version, kept in one place (read by setup.cfg)."""
+__version__ = '0.1.0'

@@ -1,0 +1,256 @@
+"""MaskIoU targets: brute-force reference, mmdet parity, polygons, edge
+cases."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmdet.models.roi_heads.mask_heads import MaskIoUHead as MMDetMaskIoUHead
+from mmdet.structures.mask import BitmapMasks, PolygonMasks
+from mmengine.config import ConfigDict
+from mmengine.structures import InstanceData
+
+from ms_rcnn_mm.models import MaskIoUHead, gt_area_ratios
+
+MASK_SIZE = 28
+TRAIN_CFG = ConfigDict(mask_thr_binary=0.5)
+
+
+def ragged_masks(rng, num, height, width):
+    """Random blobs: unions of a few rectangles and discs, some empty."""
+    yy, xx = np.mgrid[:height, :width]
+    masks = np.zeros((num, height, width), np.uint8)
+    for m in masks[1:]:  # instance 0 stays empty (zero-area GT)
+        for _ in range(rng.integers(1, 4)):
+            cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+            r = rng.uniform(2, min(height, width) / 3)
+            if rng.random() < 0.5:
+                m[(xx - cx)**2 + (yy - cy)**2 <= r * r] = 1
+            else:
+                m[(abs(xx - cx) <= r) & (abs(yy - cy) <= r / 2)] = 1
+    return masks
+
+
+def random_boxes(rng, num, height, width, integer):
+    x1 = rng.uniform(-10, width - 2, num)
+    y1 = rng.uniform(-10, height - 2, num)
+    x2 = x1 + rng.uniform(0, width / 2, num)
+    y2 = y1 + rng.uniform(0, height / 2, num)
+    boxes = np.stack([x1, y1, x2, y2], 1)
+    if integer:
+        boxes = np.clip(np.round(boxes), 0, [width, height, width, height])
+    return torch.tensor(boxes, dtype=torch.float32)
+
+
+def jittered_boxes(rng, masks, inds, integer):
+    """Boxes around each assigned instance (random ones for empty masks),
+    as proposals of IoU >= ~0.5 are; float unless ``integer``."""
+    height, width = masks.shape[1:]
+    boxes = random_boxes(rng, len(inds), height, width, integer=False)
+    for k, g in enumerate(inds.tolist()):
+        ys, xs = np.nonzero(masks[g])
+        if len(xs):
+            tight = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            size = np.tile(tight[2:] - tight[:2], 2)
+            boxes[k] = torch.as_tensor(tight + rng.normal(0, 0.2, 4) * size)
+    if integer:
+        boxes = boxes.round().clamp(min=0)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(max=width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(max=height)
+    return boxes
+
+
+def reference_ratio(box, mask):
+    """Pixels whose centre lies in the box, counted one proposal at a time."""
+    height, width = mask.shape
+    x0, x1 = (min(max(math.ceil(v - 0.5), 0), width) for v in box[0::2])
+    y0, y1 = (min(max(math.ceil(v - 0.5), 0), height) for v in box[1::2])
+    inside = mask[y0:max(y1, y0), x0:max(x1, x0)].sum()
+    whole = mask.sum()
+    return inside / whole if whole > 0 else 0.0
+
+
+def reference_targets(boxes, gt_inds, masks, logits, targets, thr):
+    out = []
+    for box, g, logit, target in zip(boxes.tolist(), gt_inds.tolist(),
+                                     logits.numpy(), targets.numpy()):
+        ratio = reference_ratio(box, masks[g])
+        pred = (1 / (1 + np.exp(-logit.astype(np.float64)))) > thr
+        if ratio == 0:  # the instance has no pixel inside the proposal
+            out.append(0.0)
+            continue
+        overlap = (pred * target).sum()
+        union = pred.sum() + target.sum() / ratio - overlap
+        out.append(overlap / union if union > 0 else 0.0)
+    return torch.tensor(out, dtype=torch.float32)
+
+
+def make_case(seed, integer, num_images=2, num_pos=40, size=(60, 80)):
+    rng = np.random.default_rng(seed)
+    samples, gts, masks_np = [], [], []
+    for _ in range(num_images):
+        masks = ragged_masks(rng, 6, *size)
+        inds = torch.as_tensor(rng.integers(0, 6, num_pos))
+        boxes = jittered_boxes(rng, masks, inds, integer)
+        samples.append(SimpleNamespace(pos_priors=boxes,
+                                       pos_assigned_gt_inds=inds))
+        gts.append(InstanceData(masks=BitmapMasks(masks, *size)))
+        masks_np.append(masks)
+    n = num_images * num_pos
+    logits = torch.as_tensor(rng.normal(0, 2, (n, MASK_SIZE, MASK_SIZE)),
+                             dtype=torch.float32)
+    targets = torch.as_tensor(rng.random((n, MASK_SIZE, MASK_SIZE)) < 0.4,
+                              dtype=torch.float32)
+    return samples, gts, masks_np, logits, targets
+
+
+def expected(samples, masks_np, logits, targets, thr):
+    boxes = torch.cat([s.pos_priors for s in samples])
+    inds = torch.cat([s.pos_assigned_gt_inds for s in samples])
+    owners = np.concatenate(
+        [np.full(len(s.pos_priors), i) for i, s in enumerate(samples)])
+    out = []
+    for i in range(len(boxes)):
+        out.append(reference_targets(
+            boxes[i:i + 1], inds[i:i + 1], masks_np[owners[i]],
+            logits[i:i + 1], targets[i:i + 1], thr))
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize('integer', [True, False])
+@pytest.mark.parametrize('thr', [0.5, 0.3])
+def test_targets_match_brute_force_reference(integer, thr):
+    samples, gts, masks_np, logits, targets = make_case(1, integer)
+    head = MaskIoUHead(num_classes=3)
+    got = head.get_targets(samples, gts, logits, targets,
+                           ConfigDict(mask_thr_binary=thr))
+    want = expected(samples, masks_np, logits, targets, thr)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    assert ((got > 0.2) & (got < 1)).sum() > len(got) // 2  # non-trivial
+
+
+def test_binarises_probabilities_not_logits():
+    """A logit of 0.3 is a probability of 0.57: inside the mask at 0.5.
+
+    mmdet 3.3.0 thresholds the logits, so it drops that pixel."""
+    box = torch.tensor([[0., 0., 28., 28.]])
+    samples = [SimpleNamespace(pos_priors=box,
+                               pos_assigned_gt_inds=torch.tensor([0]))]
+    gt_mask = np.ones((1, 28, 28), np.uint8)
+    gts = [InstanceData(masks=BitmapMasks(gt_mask, 28, 28))]
+    logits = torch.full((1, 28, 28), -4.0)
+    logits[:, :, :14] = 0.3  # left half predicted at p = 0.574
+    targets = torch.ones(1, 28, 28)
+    ours = MaskIoUHead(num_classes=1).get_targets(samples, gts, logits,
+                                                  targets, TRAIN_CFG)
+    theirs = MMDetMaskIoUHead(num_classes=1).get_targets(
+        samples, gts, logits, targets, TRAIN_CFG)
+    assert ours.item() == pytest.approx(0.5, abs=1e-6)
+    assert theirs.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_matches_mmdet_with_logit_threshold_zero_on_integer_boxes():
+    """mmdet at mask_thr_binary=0.0 binarises as we do at p=0.5."""
+    samples, gts, _, logits, targets = make_case(2, integer=True)
+    for s in samples:  # mmdet crops at least one pixel: avoid empty boxes
+        s.pos_priors[:, 2:] = torch.maximum(s.pos_priors[:, 2:],
+                                            s.pos_priors[:, :2] + 1)
+    ours = MaskIoUHead(num_classes=3).get_targets(samples, gts, logits,
+                                                  targets, TRAIN_CFG)
+    theirs = MMDetMaskIoUHead(num_classes=3).get_targets(
+        samples, gts, logits, targets, ConfigDict(mask_thr_binary=0.0))
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+
+
+def test_any_proposal_gives_finite_targets_in_unit_interval():
+    rng = np.random.default_rng(3)
+    height, width = 50, 70
+    masks = ragged_masks(rng, 4, height, width)
+    masks[2] = 0  # a second zero-area instance
+    boxes = torch.tensor(
+        [[-30, -30, -5, -5],  # outside the image
+         [10, 10, 10, 10],  # zero area
+         [20.7, 5.2, 20.9, 40.1],  # thinner than a pixel centre
+         [0, 0, width, height],  # the whole image
+         [60, 40, 200, 300],  # crosses the border
+         [5, 5, 30, 30]], dtype=torch.float32)
+    boxes = boxes.repeat(4, 1)
+    inds = torch.arange(4).repeat_interleave(6)
+    samples = [SimpleNamespace(pos_priors=boxes, pos_assigned_gt_inds=inds)]
+    gts = [InstanceData(masks=BitmapMasks(masks, height, width))]
+    logits = torch.as_tensor(rng.normal(0, 3, (24, 28, 28)),
+                             dtype=torch.float32)
+    for targets in (torch.zeros(24, 28, 28), torch.ones(24, 28, 28)):
+        got = MaskIoUHead(num_classes=1).get_targets(samples, gts, logits,
+                                                     targets, TRAIN_CFG)
+        assert torch.isfinite(got).all()
+        assert ((got >= 0) & (got <= 1)).all()
+        want = reference_targets(boxes, inds, masks, logits, targets, 0.5)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    # zero-area instances and boxes that miss the instance: ratio 0
+    ratios = gt_area_ratios(boxes, inds, BitmapMasks(masks, height, width))
+    assert (ratios[inds == 0] == 0).all() and (ratios[inds == 2] == 0).all()
+    assert (ratios[0::6] == 0).all()
+
+
+def random_polygons(rng, num, height, width):
+    polys = []
+    for _ in range(num):
+        cx, cy = rng.uniform(10, width - 10), rng.uniform(10, height - 10)
+        k = int(rng.integers(3, 9))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, k))
+        radius = rng.uniform(3, 25, k)
+        pts = np.stack([cx + radius * np.cos(angles),
+                        cy + radius * np.sin(angles)], 1)
+        polys.append([pts.ravel()])
+    return PolygonMasks(polys, height, width)
+
+
+def test_polygon_masks_give_the_targets_of_their_bitmaps():
+    rng = np.random.default_rng(4)
+    height, width = 90, 120
+    polygons = random_polygons(rng, 8, height, width)
+    bitmaps = polygons.to_bitmap()
+    inds = torch.as_tensor(rng.integers(0, 8, 64))
+    gt_boxes = torch.as_tensor(bitmaps.get_bboxes('hbox').tensor)[inds]
+    size = (gt_boxes[:, 2:] - gt_boxes[:, :2]).repeat(1, 2)
+    boxes = gt_boxes + torch.as_tensor(
+        rng.normal(0, 0.2, (64, 4)), dtype=torch.float32) * size
+    from_polygons = gt_area_ratios(boxes, inds, polygons)
+    from_bitmaps = gt_area_ratios(boxes, inds, bitmaps)
+    torch.testing.assert_close(from_polygons, from_bitmaps, atol=1e-6,
+                               rtol=0)
+    want = torch.tensor([
+        reference_ratio(b, bitmaps.masks[g])
+        for b, g in zip(boxes.tolist(), inds.tolist())
+    ], dtype=torch.float32)
+    torch.testing.assert_close(from_bitmaps, want, atol=1e-6, rtol=0)
+    assert ((from_bitmaps > 0) & (from_bitmaps < 1)).sum() > 32
+
+
+def test_tensor_masks_and_empty_inputs():
+    rng = np.random.default_rng(5)
+    masks = ragged_masks(rng, 5, 40, 40)
+    boxes = random_boxes(rng, 30, 40, 40, integer=False)
+    inds = torch.as_tensor(rng.integers(0, 5, 30))
+    torch.testing.assert_close(
+        gt_area_ratios(boxes, inds, torch.from_numpy(masks)),
+        gt_area_ratios(boxes, inds, BitmapMasks(masks, 40, 40)))
+    empty = gt_area_ratios(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long),
+                           BitmapMasks(masks, 40, 40))
+    assert empty.shape == (0, )
+    no_gt = BitmapMasks(np.zeros((0, 40, 40), np.uint8), 40, 40)
+    assert gt_area_ratios(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long),
+                          no_gt).shape == (0, )
+
+
+def test_half_precision_inputs_give_float32_targets():
+    samples, gts, masks_np, logits, targets = make_case(6, integer=False)
+    got = MaskIoUHead(num_classes=3).get_targets(samples, gts, logits.half(),
+                                                 targets.half(), TRAIN_CFG)
+    assert got.dtype == torch.float32
+    want = expected(samples, masks_np, logits.half().float(), targets, 0.5)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+

@@ -1,0 +1,137 @@
+"""Time the MaskIoU targets of ms_rcnn_mm against mmdet 3.3.0's.
+
+COCO-sized case by default: 2 images of 800x1216, 20 ground-truth instances
+per image (ellipses whose sides are log-uniform between 12 and 500 pixels)
+and 128 positive proposals per image, jittered around their instance's box.
+Both implementations get the same inputs; mmdet runs with
+``mask_thr_binary=0.0`` (its logit threshold), ours with 0.5 (a probability),
+which is the same binarisation, so the targets must agree.
+
+Example::
+
+    python tools/analysis_tools/benchmark_mask_iou_targets.py
+    python tools/analysis_tools/benchmark_mask_iou_targets.py --device cuda
+
+On CUDA the run also checks, with ``torch.cuda.set_sync_debug_mode('error')``,
+that our targets make no synchronising (device-to-host) call.
+"""
+import argparse
+import statistics
+import time
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import torch
+from mmdet.models.roi_heads.mask_heads import MaskIoUHead as MMDetMaskIoUHead
+from mmdet.structures.mask import BitmapMasks
+from mmengine.config import ConfigDict
+from mmengine.structures import InstanceData
+
+from ms_rcnn_mm.models import MaskIoUHead
+
+MASK_SIZE = 28
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--images', type=int, default=2)
+    parser.add_argument('--height', type=int, default=800)
+    parser.add_argument('--width', type=int, default=1216)
+    parser.add_argument('--instances', type=int, default=20)
+    parser.add_argument('--positives', type=int, default=128)
+    parser.add_argument('--repeats', type=int, default=50)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--seed', type=int, default=0)
+    return parser.parse_args()
+
+
+def make_image(rng, args, device):
+    masks = np.zeros((args.instances, args.height, args.width), np.uint8)
+    boxes = []
+    for mask in masks:
+        w, h = np.exp(rng.uniform(np.log(12), np.log(500), 2))
+        cx = rng.uniform(w / 2, args.width - w / 2)
+        cy = rng.uniform(h / 2, args.height - h / 2)
+        cv2.ellipse(mask, (int(cx), int(cy)), (int(w / 2), int(h / 2)),
+                    rng.uniform(0, 180), 0, 360, 1, -1)
+        ys, xs = np.nonzero(mask)
+        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    boxes = np.asarray(boxes, np.float64)
+    inds = rng.integers(0, args.instances, args.positives)
+    size = boxes[inds, 2:] - boxes[inds, :2]
+    jitter = rng.normal(0, 0.1, (args.positives, 4)) * np.tile(size, 2)
+    proposals = np.round(boxes[inds] + jitter)  # integer-aligned proposals
+    proposals[:, 2:] = np.maximum(proposals[:, 2:], proposals[:, :2] + 1)
+    sample = SimpleNamespace(
+        pos_priors=torch.tensor(proposals, dtype=torch.float32,
+                                device=device),
+        pos_assigned_gt_inds=torch.tensor(inds, device=device))
+    return sample, InstanceData(
+        masks=BitmapMasks(masks, args.height, args.width))
+
+
+def sync(device):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def interleaved_medians_ms(fns, repeats, device):
+    """Median time of each function, run in turn (A B A B ...) so that the
+    machine's drift affects them alike."""
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, record in zip(fns, times):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            record.append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(t) for t in times]
+
+
+def main():
+    args = parse_args()
+    rng = np.random.default_rng(args.seed)
+    samples, gts = zip(*(make_image(rng, args, args.device)
+                         for _ in range(args.images)))
+    num = args.images * args.positives
+    logits = torch.randn(num, MASK_SIZE, MASK_SIZE, device=args.device) * 3
+    targets = (torch.rand(num, MASK_SIZE, MASK_SIZE, device=args.device) <
+               0.5).float()
+    ours, theirs = MaskIoUHead(), MMDetMaskIoUHead()
+
+    def run_ours():
+        return ours.get_targets(samples, gts, logits, targets,
+                                ConfigDict(mask_thr_binary=0.5))
+
+    def run_theirs():
+        return theirs.get_targets(samples, gts, logits, targets,
+                                  ConfigDict(mask_thr_binary=0.0))
+
+    diff = (run_ours() - run_theirs()).abs().max().item()
+    interleaved_medians_ms((run_ours, run_theirs), 3, args.device)  # warm-up
+    t_ours, t_theirs = interleaved_medians_ms((run_ours, run_theirs),
+                                              args.repeats, args.device)
+    print(f'inputs: {args.images} images {args.height}x{args.width}, '
+          f'{args.instances} instances and {args.positives} positives each, '
+          f'device {args.device}, torch {torch.__version__}, '
+          f'{torch.get_num_threads()} threads')
+    print(f'mmdet 3.3.0 get_targets : {t_theirs:8.2f} ms (median of '
+          f'{args.repeats}, interleaved)')
+    print(f'ms_rcnn_mm get_targets  : {t_ours:8.2f} ms')
+    print(f'speed-up                : {t_theirs / t_ours:8.1f}x')
+    print(f'max |ours - mmdet|      : {diff:.2e}')
+    if args.device.startswith('cuda'):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode('error')
+        try:
+            run_ours()
+            print('synchronising calls in our targets: none '
+                  "(torch.cuda.set_sync_debug_mode('error') raised nothing)")
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+
+
+if __name__ == '__main__':
+    main()
