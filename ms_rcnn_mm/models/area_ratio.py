@@ -209,21 +209,19 @@ def area_ratios(boxes: Sequence[Tensor], gt_inds: Sequence[Tensor],
         device; 0 where the instance has no pixel (zero-area masks) or none
         inside the box.
     """
-    boxes = torch.cat(list(boxes))
-    if boxes.numel() == 0:
-        return boxes.new_zeros((0, ), dtype=torch.float32)
-    crops, firsts = [], []
-    for image_masks in masks:
-        firsts.append(len(crops))
-        crops += instance_crops(image_masks)
-    table = SummedAreaTables.from_crops(crops, boxes.device)
-    inds = torch.cat([i.long() + first for i, first in zip(gt_inds, firsts)])
-    inside = table.box_areas(boxes.float(), inds).float()
-    whole = table.areas(inds).float()
-    return torch.where(whole > 0, inside / whole.clamp(min=1),
-                       torch.zeros_like(inside))
+    return torch.cat([
+        gt_area_ratios(*image) for image in zip(boxes, gt_inds, masks)
+    ])
 
 
 def gt_area_ratios(boxes: Tensor, gt_inds: Tensor, masks: Masks) -> Tensor:
-    """:func:`area_ratios` of one image."""
-    return area_ratios([boxes], [gt_inds], [masks])
+    """:func:`area_ratios` of one image (its tables are built right after
+    its masks are scanned, while they are still in the CPU's caches)."""
+    if boxes.numel() == 0:
+        return boxes.new_zeros((0, ), dtype=torch.float32)
+    tables = SummedAreaTables.from_crops(instance_crops(masks), boxes.device)
+    inds = gt_inds.long()
+    inside = tables.box_areas(boxes.float(), inds).float()
+    whole = tables.areas(inds).float()
+    return torch.where(whole > 0, inside / whole.clamp(min=1),
+                       torch.zeros_like(inside))
