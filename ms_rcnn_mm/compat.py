@@ -29,6 +29,9 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 TRUST_ENV = 'MS_RCNN_MM_TRUSTED_CHECKPOINTS'
+#: statistics every HistoryBuffer registers (its ``_statistics_methods`` is
+#: filled only when a first buffer is built, so a fresh process has none)
+HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 #: torch releases whose ``torch.load`` defaults to ``weights_only=True``.
 WEIGHTS_ONLY_DEFAULT_SINCE = (2, 6)
 
@@ -56,8 +59,9 @@ def history_buffer_method(owner: type, name: str) -> Callable:
     ``getattr(HistoryBuffer, 'mean')``; allowing ``getattr`` itself would let
     a checkpoint reach any attribute of any allowed object.
     """
-    if owner is HistoryBuffer and isinstance(name, str) and \
-            name in HistoryBuffer._statistics_methods:
+    known = set(HISTORY_BUFFER_STATISTICS) | set(
+        HistoryBuffer._statistics_methods)
+    if owner is HistoryBuffer and isinstance(name, str) and name in known:
         return getattr(owner, name)
     raise pickle.UnpicklingError(
         f'getattr({owner!r}, {name!r}) is not allowed in a checkpoint')
@@ -120,7 +124,15 @@ def load_local_checkpoint(filename: str,
 
 
 def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+    """The line of ``err`` that says what failed (torch puts it after
+    'WeightsUnpickler error:')."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for k, line in enumerate(lines):
+        if line.endswith('WeightsUnpickler error:') and k + 1 < len(lines):
+            return lines[k + 1]
+        if 'WeightsUnpickler error:' in line:
+            return line.split('WeightsUnpickler error:', 1)[1].strip()
+    return lines[0] if lines else repr(err)
 
 
 def _corrupt(filename: str, err: Exception) -> CheckpointError:

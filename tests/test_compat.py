@@ -1,6 +1,8 @@
 """The stack fixes of ms_rcnn_mm.compat, on a real mmengine Runner."""
 import os.path as osp
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -72,6 +74,20 @@ def test_checkpoint_of_mmengine_loads_with_weights_only(tmp_path):
     assert 'message_hub' in ckpt and 'optimizer' in ckpt
 
 
+def test_checkpoint_loads_in_a_fresh_interpreter(tmp_path):
+    """No HistoryBuffer exists there yet (mmengine fills its statistics
+    table lazily): resuming a run in a new process must still work."""
+    toy_runner(tmp_path, max_iters=2).train()
+    code = ('import ms_rcnn_mm, torch, sys; '
+            'c = torch.load(sys.argv[1], weights_only=True); '
+            'print(c["meta"]["iter"])')
+    out = subprocess.run([sys.executable, '-c', code,
+                          str(tmp_path / 'iter_2.pth')],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == '2'
+
+
 def test_resume_continues_exactly_where_it_stopped(tmp_path):
     straight = toy_runner(tmp_path / 'a', max_iters=4)
     straight.train()
@@ -104,6 +120,7 @@ def test_untrusted_pickle_is_refused_and_can_be_trusted(tmp_path,
     with pytest.raises(CheckpointError) as err:
         load_local_checkpoint(str(path))
     assert str(path) in str(err.value) and compat.TRUST_ENV in str(err.value)
+    assert 'test_compat.Arbitrary' in str(err.value)  # what was refused
     monkeypatch.setenv(compat.TRUST_ENV, str(tmp_path))
     assert isinstance(load_local_checkpoint(str(path))['payload'], Arbitrary)
     monkeypatch.setenv(compat.TRUST_ENV, str(tmp_path / 'elsewhere'))
