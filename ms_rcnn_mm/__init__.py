@@ -8,6 +8,6 @@ from .version import __version__
 
 compat.apply()
 
-from . import models  # noqa: E402  (registers after the fixes)
+from . import datasets, evaluation, models  # noqa: E402,F401  (registers)
 
-__all__ = ['__version__', 'compat', 'models']
+__all__ = ['__version__', 'compat', 'datasets', 'evaluation', 'models']

@@ -124,3 +124,8 @@ def predict(model: torch.nn.Module, batch: dict) -> List[InstanceData]:
     data = preprocess(model, copy.deepcopy(batch), training=False)
     with torch.no_grad():
         return [s.pred_instances for s in model(**data, mode='predict')]
+
+
+def train_step_losses(model: torch.nn.Module, batch: dict) -> dict:
+    """Losses of one forward in loss mode on ``batch``."""
+    return model(**preprocess(model, batch, training=True), mode='loss')

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 from helpers import (build_model, predict, preprocess, synthetic_batch,
-                     tiny_model_cfg)
+                     tiny_model_cfg, train_step_losses)
 from mmdet.models.roi_heads.mask_heads import MaskIoUHead as MMDetMaskIoUHead
 
 from ms_rcnn_mm.models import MaskIoUHead, MaskScoringRoIHead
@@ -136,11 +136,6 @@ def test_no_detection_gives_empty_fields(batch):
         for key in ('bboxes', 'scores', 'labels', 'masks', 'mask_ious',
                     'mask_scores'):
             assert pred[key].shape[0] == 0, key
-
-
-def train_step_losses(model, batch):
-    data = preprocess(model, batch, training=True)
-    return model(**data, mode='loss')
 
 
 def test_loss_reaches_the_mask_iou_head(batch):
