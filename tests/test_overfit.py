@@ -35,6 +35,9 @@ def test_predicted_mask_iou_correlates_with_true_iou():
     optim = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     batches = [synthetic_batch(4, size=96, num_instances=[2, 3, 3, 4],
                                seed=s) for s in range(2)]
+    # scored on the training images and on as many unseen ones
+    held_out = [synthetic_batch(4, size=96, num_instances=[2, 3, 3, 4],
+                                seed=s) for s in range(2, 4)]
     for it in range(ITERS):
         losses = model(**preprocess(model, batches[it % 2], training=True),
                        mode='loss')
@@ -45,7 +48,7 @@ def test_predicted_mask_iou_correlates_with_true_iou():
     model.eval()
     preds, trues = [], []
     with torch.no_grad():
-        for batch in batches:
+        for batch in batches + held_out:
             data = preprocess(model, batch, training=False)
             for res, gt in zip(model(**data, mode='predict'),
                                batch['data_samples']):
