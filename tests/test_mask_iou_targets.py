@@ -12,6 +12,7 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 
 from ms_rcnn_mm.models import MaskIoUHead, gt_area_ratios
+from ms_rcnn_mm.models.area_ratio import area_ratios, dense_tables
 
 MASK_SIZE = 28
 TRAIN_CFG = ConfigDict(mask_thr_binary=0.5)
@@ -244,6 +245,27 @@ def test_tensor_masks_and_empty_inputs():
     no_gt = BitmapMasks(np.zeros((0, 40, 40), np.uint8), 40, 40)
     assert gt_area_ratios(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long),
                           no_gt).shape == (0, )
+
+
+def test_dense_tables_of_device_masks_give_the_same_ratios():
+    """Masks that live on an accelerator get whole-image tables built there
+    (run here on CPU tensors, which that code path treats alike)."""
+    rng = np.random.default_rng(7)
+    sizes = [(40, 52), (33, 47)]
+    masks = [ragged_masks(rng, 4, *size) for size in sizes]
+    boxes = [random_boxes(rng, 25, *size, integer=False) for size in sizes]
+    inds = [torch.as_tensor(rng.integers(0, 4, 25)) for _ in sizes]
+    tables = dense_tables([torch.from_numpy(m) for m in masks])
+    offsets = torch.cat([ind + 4 * k for k, ind in enumerate(inds)])
+    inside, whole = tables.box_areas(torch.cat(boxes), offsets)
+    want = [reference_ratio(b, m[g]) for m, bs, ind in zip(masks, boxes, inds)
+            for b, g in zip(bs.tolist(), ind.tolist())]
+    got = torch.where(whole > 0, inside / whole.clamp(min=1).float(),
+                      torch.zeros(()))
+    torch.testing.assert_close(got.float(), torch.tensor(want).float(),
+                               atol=1e-6, rtol=0)
+    bitmaps = [BitmapMasks(m, *m.shape[1:]) for m in masks]
+    torch.testing.assert_close(area_ratios(boxes, inds, bitmaps), got.float())
 
 
 def test_half_precision_inputs_give_float32_targets():

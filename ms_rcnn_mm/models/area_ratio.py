@@ -9,10 +9,12 @@ it with a per-proposal NumPy loop and a device-to-host copy per image.
 Here, where the masks live (on the host for mmdet's ``BitmapMasks`` and
 ``PolygonMasks``), each instance is cropped to the rows and 4-pixel words it
 occupies (one pass over the masks, reading 4 pixels at a time), and each
-crop becomes a summed-area table (OpenCV's ``integral``), all written into
-one buffer. The tables go to the proposals' device in one copy, and every
-proposal's area is four table lookups, for all proposals of the batch at
-once. Nothing travels from the device to the host.
+crop becomes a summed-area table (OpenCV's ``integral``); the tables of every
+instance of the batch are written into one buffer, which goes to the
+proposals' device in one copy. Masks given as a tensor on an accelerator
+get whole-image tables built there (:func:`dense_tables`). Every proposal's
+areas are then one gather of five table entries, for all proposals of the
+batch at once. Nothing travels from the device to the host.
 
 Pixel convention: pixel ``(y, x)`` lies inside a box ``(x1, y1, x2, y2)`` when
 its centre ``(x + 0.5, y + 0.5)`` satisfies ``x1 <= x + 0.5 < x2`` and
@@ -20,7 +22,7 @@ its centre ``(x + 0.5, y + 0.5)`` satisfies ``x1 <= x + 0.5 < x2`` and
 produces the mask targets. On integer boxes it is the crop
 ``mask[y1:y2, x1:x2]``.
 """
-from typing import List, NamedTuple, Sequence, Union
+from typing import List, NamedTuple, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -144,36 +146,38 @@ class SummedAreaTables:
             torch.from_numpy(table).to(device, non_blocking=True),
             torch.from_numpy(layout).to(device, non_blocking=True))
 
-    def _at(self, layout: Tensor, row: Tensor, col: Tensor) -> Tensor:
-        """Entry ``(row, col)`` of the tables of ``layout``'s instances."""
-        return self.table[layout[:, 0] + row * (layout[:, 4] + 1) + col]
+    def box_areas(self, boxes: Tensor, inds: Tensor) -> Tuple[Tensor, Tensor]:
+        """Pixels of instance ``inds[k]`` inside ``boxes[k]``, and in all.
 
-    def box_areas(self, boxes: Tensor, inds: Tensor) -> Tensor:
-        """Pixels of instance ``inds[k]`` inside ``boxes[k]``, for all k.
+        One gather reads, per box, the four table entries at the corners of
+        the pixels it holds and the entry that counts the whole instance.
 
         Args:
             boxes (Tensor): ``(n, 4)`` float boxes ``(x1, y1, x2, y2)``.
             inds (Tensor): ``(n, )`` instance of each box.
 
         Returns:
-            Tensor: ``(n, )`` int32 pixel counts.
+            tuple[Tensor, Tensor]: ``(n, )`` int32 pixel counts inside the
+            boxes and of the whole instances.
         """
-        layout = self.layout[inds]
-        # first and one-past-last pixel whose centre lies inside the box,
-        # in crop coordinates, clipped to the crop and ordered
-        pixels = torch.ceil(boxes - 0.5).long() - layout[:, [2, 1, 2, 1]]
-        limits = layout[:, [4, 3, 4, 3]]
-        pixels = torch.minimum(pixels.clamp(min=0), limits)
-        c0, r0 = pixels[:, 0], pixels[:, 1]
-        c1, r1 = torch.maximum(pixels[:, 2], c0), torch.maximum(
-            pixels[:, 3], r0)
-        return (self._at(layout, r1, c1) - self._at(layout, r0, c1) -
-                self._at(layout, r1, c0) + self._at(layout, r0, c0))
-
-    def areas(self, inds: Tensor) -> Tensor:
-        """Whole area of instance ``inds[k]``, ``(n, )`` int32."""
-        layout = self.layout[inds]
-        return self._at(layout, layout[:, 3], layout[:, 4])
+        start, y0, x0, height, width = self.layout[inds].unbind(1)
+        # first and one-past-last pixel whose centre lies inside the box, in
+        # crop coordinates, clipped to the crop: columns (c0, c1), rows
+        # (r0, r1); the last entry of each is the crop's far corner
+        origin = torch.stack([x0, y0, x0, y0], 1)
+        limits = torch.stack([width, height, width, height], 1)
+        pixels = torch.minimum(
+            (torch.ceil(boxes - 0.5).long() - origin).clamp(min=0), limits)
+        pixels[:, 2:] = torch.maximum(pixels[:, 2:], pixels[:, :2])
+        cols = torch.cat([pixels[:, 0::2], width[:, None]], 1)  # c0 c1 w
+        rows = torch.cat([pixels[:, 1::2], height[:, None]], 1)  # r0 r1 h
+        # entries (r0, c0) (r0, c1) (r1, c0) (r1, c1) and (h, w)
+        row_of = rows[:, [0, 0, 1, 1, 2]]
+        col_of = cols[:, [0, 1, 0, 1, 2]]
+        entries = self.table[start[:, None] + row_of * (width[:, None] + 1) +
+                             col_of]
+        inside = entries[:, 3] - entries[:, 1] - entries[:, 2] + entries[:, 0]
+        return inside, entries[:, 4]
 
 
 def instance_crops(masks: Masks) -> List[Crop]:
@@ -181,16 +185,50 @@ def instance_crops(masks: Masks) -> List[Crop]:
 
     Args:
         masks (BitmapMasks | PolygonMasks | Tensor): The image's instances; a
-            tensor is ``(N, H, W)`` and binary (copied to the host once).
+            tensor is a binary ``(N, H, W)`` one on the CPU.
     """
     if isinstance(masks, PolygonMasks):
         return polygon_crops(masks)
     if isinstance(masks, BitmapMasks):
         return bitmap_crops(masks.masks)
     if isinstance(masks, Tensor):
-        return bitmap_crops(masks.detach().to('cpu', torch.uint8).numpy())
+        return bitmap_crops(masks.detach().to(torch.uint8).numpy())
     raise TypeError('gt masks must be BitmapMasks, PolygonMasks or a '
                     f'Tensor, got {type(masks).__name__}')
+
+
+def dense_tables(masks: Sequence[Tensor]) -> SummedAreaTables:
+    """Whole-image summed-area tables of binary ``(N, H, W)`` masks, built
+    on their device (used for masks that already live on an accelerator, so
+    that nothing is copied to the host)."""
+    tables, layouts, start = [], [], 0
+    for image in masks:
+        num, height, width = image.shape
+        table = image.new_zeros((num, height + 1, width + 1),
+                                dtype=torch.int32)
+        table[:, 1:, 1:] = (image != 0).int().cumsum(
+            1, dtype=torch.int32).cumsum(2, dtype=torch.int32)
+        tables.append(table.flatten())
+        size = (height + 1) * (width + 1)
+        layouts += [(start + k * size, 0, 0, height, width)
+                    for k in range(num)]
+        start += table.numel()
+    device = masks[0].device
+    return SummedAreaTables(
+        torch.cat(tables) if tables else torch.zeros(1, dtype=torch.int32,
+                                                    device=device),
+        torch.tensor(layouts, dtype=torch.int64).reshape(-1, 5).to(device))
+
+
+def batch_tables(masks: Sequence[Masks],
+                 device: torch.device) -> SummedAreaTables:
+    """Summed-area tables of every instance of the batch, in one buffer on
+    ``device``; instance ``j`` of image ``i`` is entry ``offset_i + j``
+    where ``offset_i`` counts the instances of the images before it."""
+    if all(isinstance(m, Tensor) and m.device.type != 'cpu' for m in masks):
+        return dense_tables(masks)
+    crops = [crop for image in masks for crop in instance_crops(image)]
+    return SummedAreaTables.from_crops(crops, device)
 
 
 def area_ratios(boxes: Sequence[Tensor], gt_inds: Sequence[Tensor],
@@ -209,19 +247,20 @@ def area_ratios(boxes: Sequence[Tensor], gt_inds: Sequence[Tensor],
         device; 0 where the instance has no pixel (zero-area masks) or none
         inside the box.
     """
-    return torch.cat([
-        gt_area_ratios(*image) for image in zip(boxes, gt_inds, masks)
+    boxes = torch.cat(list(boxes)).float()
+    if boxes.numel() == 0:
+        return boxes.new_zeros((0, ))
+    tables = batch_tables(masks, boxes.device)
+    offsets = np.cumsum([0] + [len(image) for image in masks[:-1]])
+    inds = torch.cat([
+        image_inds.long() + int(offset)
+        for image_inds, offset in zip(gt_inds, offsets)
     ])
+    inside, whole = (area.float() for area in tables.box_areas(boxes, inds))
+    return torch.where(whole > 0, inside / whole.clamp(min=1),
+                       torch.zeros_like(inside))
 
 
 def gt_area_ratios(boxes: Tensor, gt_inds: Tensor, masks: Masks) -> Tensor:
-    """:func:`area_ratios` of one image (its tables are built right after
-    its masks are scanned, while they are still in the CPU's caches)."""
-    if boxes.numel() == 0:
-        return boxes.new_zeros((0, ), dtype=torch.float32)
-    tables = SummedAreaTables.from_crops(instance_crops(masks), boxes.device)
-    inds = gt_inds.long()
-    inside = tables.box_areas(boxes.float(), inds).float()
-    whole = tables.areas(inds).float()
-    return torch.where(whole > 0, inside / whole.clamp(min=1),
-                       torch.zeros_like(inside))
+    """:func:`area_ratios` of one image."""
+    return area_ratios([boxes], [gt_inds], [masks])

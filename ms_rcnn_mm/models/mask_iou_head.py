@@ -94,17 +94,15 @@ class MaskIoUHead(MMDetMaskIoUHead):
         """
         targets = self.get_targets(sampling_results, batch_gt_instances,
                                    mask_preds, mask_targets, rcnn_train_cfg)
-        mask_iou_pred = mask_iou_pred.float()
-        if self.loss_target_thr is not None:
-            selected = targets > self.loss_target_thr
-            mask_iou_pred, targets_used = mask_iou_pred[selected], targets[
-                selected]
-        else:
-            targets_used = targets
-        if targets_used.numel() > 0:
-            loss = self.loss_iou(mask_iou_pred, targets_used)
-        else:
-            loss = mask_iou_pred.sum() * 0
+        # selection by weight, not by indexing: no device-host sync, and a
+        # loss of 0 that keeps the graph when no RoI is selected
+        selected = torch.ones_like(targets) if self.loss_target_thr is None \
+            else (targets > self.loss_target_thr).float()
+        loss = self.loss_iou(
+            mask_iou_pred.float(),
+            targets,
+            weight=selected,
+            avg_factor=selected.sum())
         return dict(loss_mask_iou=loss, mask_iou_targets=targets)
 
     def get_targets(self, sampling_results: List[SamplingResult],
