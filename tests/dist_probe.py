@@ -24,7 +24,7 @@ import time
 from typing import Optional
 
 import torch
-from mmengine.dist import get_rank
+from mmengine.dist import get_rank, is_distributed
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -54,7 +54,9 @@ class DistProbeHook(Hook):
 
     def before_train(self, runner) -> None:
         self.seen.update(
-            start_iter=runner.iter, backend=torch.distributed.get_backend(),
+            start_iter=runner.iter,
+            backend=torch.distributed.get_backend()
+            if is_distributed() else None,
             env={key: os.environ.get(key) for key in ENV_KEYS})
 
     def before_train_iter(self, runner, batch_idx: int,

@@ -77,10 +77,12 @@ def script(name: str, *args) -> List:
 
 
 def start(command: List, env: Dict[str, str], log: Path) -> subprocess.Popen:
-    """Start ``command`` in its own process group, output to ``log``."""
+    """Start ``command`` in its own process group, output to ``log``, in
+    ``log``'s folder (mmengine's result collection writes ``.dist_test/``
+    into the working directory)."""
     with open(log, 'w') as f:
-        return subprocess.Popen(list(map(str, command)), cwd=REPO, env=env,
-                                stdout=f, stderr=subprocess.STDOUT,
+        return subprocess.Popen(list(map(str, command)), cwd=log.parent,
+                                env=env, stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
 
