@@ -26,7 +26,8 @@ Distributed training on machines without CUDA
     environment variables instead (``Runner.setup_env`` skips ``init_dist``
     when a process group exists), with gloo where the config asks for nccl,
     and :func:`cpu_model_wrapper_cfg` gives the ``model_wrapper_cfg`` that
-    wraps a CPU model as mmengine would, without device ids. Neither is
+    wraps a CPU model as mmengine would, without device ids;
+    :func:`destroy_cpu_dist` tears the group down at the end. None is
     applied by :func:`apply`: :mod:`ms_rcnn_mm.launch` calls them for
     ``--launcher pytorch|slurm|mpi`` when CUDA is unavailable only.
 """
@@ -51,8 +52,6 @@ TRUST_ENV = 'MS_RCNN_MM_TRUSTED_CHECKPOINTS'
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 #: torch releases whose ``torch.load`` defaults to ``weights_only=True``.
 WEIGHTS_ONLY_DEFAULT_SINCE = (2, 6)
-
-
 #: mmengine's and torch's default rendezvous port
 DEFAULT_MASTER_PORT = '29500'
 #: environment variables each launcher sets, read by :func:`launcher_env`
@@ -185,7 +184,11 @@ def slurm_master_addr(nodelist: str) -> str:
         detail = getattr(err, 'stderr', '') or err
         raise RuntimeError(f'scontrol show hostnames {nodelist} failed: '
                            f'{str(detail).strip()}') from err
-    return out.stdout.split()[0]
+    hosts = out.stdout.split()
+    if not hosts:
+        raise RuntimeError(f'scontrol show hostnames {nodelist} printed no '
+                           'host')
+    return hosts[0]
 
 
 def launcher_env(launcher: str,
@@ -273,6 +276,21 @@ def init_cpu_dist(launcher: str,
         rank=int(os.environ['RANK']),
         world_size=int(os.environ['WORLD_SIZE']),
         **kwargs)
+
+
+def destroy_cpu_dist() -> None:
+    """Destroy the process group of :func:`init_cpu_dist` once every rank
+    has finished.
+
+    A process that exits with a live gloo group can abort in interpreter
+    shutdown (``terminate called without an active exception``: gloo's
+    threads outlive the interpreter, pytorch/pytorch#190489); a rank of
+    ``dist_test.sh`` did once in about 30 two-process runs here. The barrier
+    keeps a rank from leaving while another still collects results.
+    """
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
 
 
 def cpu_model_wrapper_cfg(wrapper_cfg: Optional[dict],

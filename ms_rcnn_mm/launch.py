@@ -110,6 +110,7 @@ def run_on_cpu(path: str, launcher: str) -> None:
     # run_path returns a copy of the tool's globals: patch those of its main
     tool['main'].__globals__['parse_args'] = lambda: args
     tool['main']()
+    compat.destroy_cpu_dist()
 
 
 def run_mmdet_tool(name: str, argv: Optional[List[str]] = None) -> None:

@@ -283,7 +283,8 @@ def test_init_cpu_dist_gives_gloo_for_nccl(monkeypatch):
         torch.distributed.all_reduce(total)
         assert total.item() == 2.5
     finally:
-        torch.distributed.destroy_process_group()
+        compat.destroy_cpu_dist()
+    assert not torch.distributed.is_initialized()
 
 
 # ---- torchrun: dist_train.sh and dist_test.sh -----------------------------
