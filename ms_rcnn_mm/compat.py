@@ -17,16 +17,34 @@ Checkpoint loading under torch >= 2.6
     user trusts it explicitly with ``MS_RCNN_MM_TRUSTED_CHECKPOINTS``: ``1``
     trusts every file, otherwise it is a ``os.pathsep``-separated list of
     files or folders. Only those are loaded with full pickle.
+
+Distributed training on machines without CUDA
+    mmengine 0.10.7's ``init_dist`` always calls ``torch.cuda.set_device``,
+    which fails on a CPU-only torch, and ``Runner.wrap_model`` gives DDP
+    ``device_ids=[LOCAL_RANK]``, which DDP rejects for a CPU module.
+    :func:`init_cpu_dist` initialises the process group from the launcher's
+    environment variables instead (``Runner.setup_env`` skips ``init_dist``
+    when a process group exists), with gloo where the config asks for nccl,
+    and :func:`cpu_model_wrapper_cfg` gives the ``model_wrapper_cfg`` that
+    wraps a CPU model as mmengine would, without device ids;
+    :func:`destroy_cpu_dist` tears the group down at the end. None is
+    applied by :func:`apply`: :mod:`ms_rcnn_mm.launch` calls them for
+    ``--launcher pytorch|slurm|mpi`` when CUDA is unavailable only.
 """
+import datetime
 import os
 import os.path as osp
 import pickle
-from typing import Callable, List, Optional
+import subprocess
+from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner.checkpoint import CheckpointLoader
+from torch import distributed as torch_dist
+from torch.nn.parallel import DistributedDataParallel
 
 TRUST_ENV = 'MS_RCNN_MM_TRUSTED_CHECKPOINTS'
 #: statistics every HistoryBuffer registers (its ``_statistics_methods`` is
@@ -34,6 +52,18 @@ TRUST_ENV = 'MS_RCNN_MM_TRUSTED_CHECKPOINTS'
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
 #: torch releases whose ``torch.load`` defaults to ``weights_only=True``.
 WEIGHTS_ONLY_DEFAULT_SINCE = (2, 6)
+#: mmengine's and torch's default rendezvous port
+DEFAULT_MASTER_PORT = '29500'
+#: environment variables each launcher sets, read by :func:`launcher_env`
+LAUNCHER_VARIABLES = {
+    'pytorch': ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR'),
+    'slurm': ('SLURM_PROCID', 'SLURM_LOCALID', 'SLURM_NTASKS',
+              'SLURM_NODELIST'),
+    'mpi': ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_LOCAL_RANK',
+            'OMPI_COMM_WORLD_SIZE', 'MASTER_ADDR'),
+}
+#: backends that need CUDA, replaced by gloo on the CPU
+CUDA_BACKENDS = ('nccl', )
 
 
 class CheckpointError(RuntimeError):
@@ -139,6 +169,157 @@ def _corrupt(filename: str, err: Exception) -> CheckpointError:
     return CheckpointError(
         f'checkpoint {filename} is truncated or corrupt '
         f'({type(err).__name__}: {_first_line(err)})')
+
+
+def slurm_master_addr(nodelist: str) -> str:
+    """First host of a SLURM node list (``scontrol show hostnames``).
+
+    Raises:
+        RuntimeError: ``scontrol`` is missing or fails on ``nodelist``.
+    """
+    try:
+        out = subprocess.run(['scontrol', 'show', 'hostnames', nodelist],
+                             capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        detail = getattr(err, 'stderr', '') or err
+        raise RuntimeError(f'scontrol show hostnames {nodelist} failed: '
+                           f'{str(detail).strip()}') from err
+    hosts = out.stdout.split()
+    if not hosts:
+        raise RuntimeError(f'scontrol show hostnames {nodelist} printed no '
+                           'host')
+    return hosts[0]
+
+
+def launcher_env(launcher: str,
+                 environ: Mapping[str, str] = os.environ,
+                 master_addr: Callable[[str], str] = slurm_master_addr
+                 ) -> Dict[str, str]:
+    """torch's rendezvous variables from those a launcher sets.
+
+    ``pytorch`` (torchrun) sets them itself; ``slurm`` (srun) maps
+    ``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_NTASKS`` to ``RANK``,
+    ``LOCAL_RANK``, ``WORLD_SIZE`` and takes ``MASTER_ADDR`` (unless set)
+    from the first host of ``SLURM_NODELIST``; ``mpi`` (Open MPI) maps its
+    ``OMPI_COMM_WORLD_*`` variables and needs ``MASTER_ADDR``. ``MASTER_PORT``
+    defaults to 29500, as in mmengine.
+
+    Args:
+        launcher (str): ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
+        environ (Mapping[str, str]): The environment. Defaults to
+            ``os.environ``.
+        master_addr (Callable[[str], str]): Host of rank 0 from a SLURM
+            node list. Defaults to :func:`slurm_master_addr`.
+
+    Returns:
+        dict[str, str]: ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
+        ``MASTER_ADDR`` and ``MASTER_PORT``.
+
+    Raises:
+        ValueError: unknown launcher.
+        KeyError: a variable the launcher should have set is missing.
+    """
+    if launcher not in LAUNCHER_VARIABLES:
+        raise ValueError(f'launcher {launcher!r} is not one of '
+                         f'{sorted(LAUNCHER_VARIABLES)}')
+    missing = [k for k in LAUNCHER_VARIABLES[launcher] if k not in environ
+               and not (launcher == 'slurm' and k == 'SLURM_NODELIST'
+                        and 'MASTER_ADDR' in environ)]
+    if missing:
+        raise KeyError(f'--launcher {launcher} needs the environment '
+                       f'variables {", ".join(missing)}, which are not set')
+    if launcher == 'pytorch':
+        env = {k: environ[k] for k in LAUNCHER_VARIABLES['pytorch']}
+    else:
+        rank, local_rank, world_size = (
+            environ[k] for k in LAUNCHER_VARIABLES[launcher][:3])
+        env = dict(RANK=rank, LOCAL_RANK=local_rank, WORLD_SIZE=world_size)
+        env['MASTER_ADDR'] = environ.get('MASTER_ADDR') or master_addr(
+            environ.get('SLURM_NODELIST', ''))
+    env['MASTER_PORT'] = environ.get('MASTER_PORT', DEFAULT_MASTER_PORT)
+    return env
+
+
+def init_cpu_dist(launcher: str,
+                  backend: str = 'gloo',
+                  timeout: Optional[float] = None,
+                  init_backend: str = 'torch',
+                  **kwargs) -> None:
+    """``mmengine.dist.init_dist`` for machines without CUDA.
+
+    Sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and
+    ``MASTER_PORT`` from the launcher's variables (:func:`launcher_env`) and
+    initialises the default process group, without
+    ``torch.cuda.set_device``. The arguments are those of mmengine's
+    ``env_cfg.dist_cfg``.
+
+    Args:
+        launcher (str): ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
+        backend (str): Requested backend; ``'nccl'`` (mmdet's default) needs
+            CUDA and is replaced by ``'gloo'``. Defaults to ``'gloo'``.
+        timeout (float, optional): Seconds, as in mmengine's ``dist_cfg``.
+        init_backend (str): Only ``'torch'`` is supported here.
+        **kwargs: Passed to ``torch.distributed.init_process_group``.
+
+    Raises:
+        ValueError: ``init_backend`` is not ``'torch'``.
+    """
+    if init_backend != 'torch':
+        raise ValueError(f'env_cfg.dist_cfg.init_backend={init_backend!r} '
+                         "is not supported without CUDA; use 'torch'")
+    os.environ.update(launcher_env(launcher))
+    if timeout is not None:
+        kwargs['timeout'] = datetime.timedelta(seconds=timeout)
+    torch_dist.init_process_group(
+        backend='gloo' if backend in CUDA_BACKENDS else backend,
+        init_method='env://',
+        rank=int(os.environ['RANK']),
+        world_size=int(os.environ['WORLD_SIZE']),
+        **kwargs)
+
+
+def destroy_cpu_dist() -> None:
+    """Destroy the process group of :func:`init_cpu_dist` once every rank
+    has finished.
+
+    A process that exits with a live gloo group can abort in interpreter
+    shutdown (``terminate called without an active exception``: gloo's
+    threads outlive the interpreter, pytorch/pytorch#190489); a rank of
+    ``dist_test.sh`` did once in about 30 two-process runs here. The barrier
+    keeps a rank from leaving while another still collects results.
+    """
+    if torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
+def cpu_model_wrapper_cfg(wrapper_cfg: Optional[dict],
+                          find_unused_parameters: bool = False) -> dict:
+    """``model_wrapper_cfg`` that wraps a CPU model as mmengine would.
+
+    Args:
+        wrapper_cfg (dict, optional): The config's ``model_wrapper_cfg``.
+        find_unused_parameters (bool): The config's top-level
+            ``find_unused_parameters``, which mmengine uses when
+            ``model_wrapper_cfg`` is None. Defaults to False.
+
+    Returns:
+        dict: Without ``wrapper_cfg``, mmengine's default wrapper
+        (``MMDistributedDataParallel`` with ``broadcast_buffers=False``)
+        with ``device_ids=None``; otherwise ``wrapper_cfg`` with
+        ``device_ids=None`` added where its type is a DDP subclass.
+    """
+    if wrapper_cfg is None:
+        return dict(type='MMDistributedDataParallel', device_ids=None,
+                    broadcast_buffers=False,
+                    find_unused_parameters=find_unused_parameters)
+    wrapper_cfg = dict(wrapper_cfg)
+    wrapper_type = MODEL_WRAPPERS.get(
+        wrapper_cfg.setdefault('type', 'MMDistributedDataParallel'))
+    if isinstance(wrapper_type, type) and issubclass(
+            wrapper_type, DistributedDataParallel):
+        wrapper_cfg['device_ids'] = None
+    return wrapper_cfg
 
 
 def apply() -> None:
