@@ -72,6 +72,7 @@ say "installing mmdet, mmengine and ms_rcnn_mm (editable) with the test extras"
 if ! "$VENV/bin/python" -c 'import mim' 2>/dev/null; then
   say "installing openmim (mim train/test), then restoring setuptools"
   "${PIP[@]}" install -q "$(grep '^openmim==' "$CONSTRAINTS")"
+  say "(pip's dependency-conflict messages about setuptools are expected: openxlab pins 60.2, torch needs >= 77; the import check below decides)"
 fi
 "${PIP[@]}" install -q -c "$CONSTRAINTS" setuptools
 # the stack still imports (compiled ops, pkg_resources) after the setuptools swap

@@ -89,10 +89,21 @@ def parse_args(argv=None):
     return args
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine(device: torch.device) -> dict:
     info = dict(torch=torch.__version__, threads=torch.get_num_threads(),
-                cpu=platform.processor() or platform.machine(),
-                cpu_count=os.cpu_count())
+                cpu=cpu_model(), cpu_count=os.cpu_count())
     if device.type == 'cuda':
         info['gpu'] = torch.cuda.get_device_name(device)
     return info
