@@ -15,8 +15,17 @@ STAMP="$VENV/.ms_rcnn_mm-bootstrap"
 say() { printf '[bootstrap] %s\n' "$*"; }
 die() { printf '[bootstrap] error: %s\n' "$*" >&2; exit 1; }
 
+# The names of the files shipped as ms_rcnn_mm/.mim count too: the editable
+# install holds one forwarding stub per file, so adding or removing a config
+# or a tool needs a reinstall (editing one does not).
+shipped_files() {
+  (shopt -s globstar nullglob; printf '%s\n' configs/** tools/** model-index.yml) \
+    | grep -v __pycache__
+}
+
 inputs_hash() {
-  cat "$CONSTRAINTS" setup.cfg setup.py scripts/bootstrap.sh | sha256sum | cut -d' ' -f1
+  { cat "$CONSTRAINTS" setup.cfg setup.py MANIFEST.in scripts/bootstrap.sh; shipped_files; } \
+    | sha256sum | cut -d' ' -f1
 }
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$(inputs_hash)" ] \
@@ -56,5 +65,27 @@ fi
 
 say "installing mmdet, mmengine and ms_rcnn_mm (editable) with the test extras"
 "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-build-isolation -e '.[tests]'
-"$VENV/bin/python" -c 'import ms_rcnn_mm, mmdet, mmcv, torch; print(f"[bootstrap] ready: ms_rcnn_mm {ms_rcnn_mm.__version__}, mmdet {mmdet.__version__}, mmcv {mmcv.__version__}, torch {torch.__version__}")'
+# openmim (the [mim] extra; the tests run `mim train`) depends on openxlab,
+# which pins setuptools~=60.2 and so cannot be resolved together with the
+# constraints' setuptools: install it on its own, then put setuptools back
+# (mmcv and mmengine need pkg_resources, torch needs setuptools>=77).
+if ! "$VENV/bin/python" -c 'import mim' 2>/dev/null; then
+  say "installing openmim (mim train/test), then restoring setuptools"
+  "${PIP[@]}" install -q "$(grep '^openmim==' "$CONSTRAINTS")"
+  say "(pip's dependency-conflict messages about setuptools are expected: openxlab pins 60.2, torch needs >= 77; the import check below decides)"
+fi
+"${PIP[@]}" install -q -c "$CONSTRAINTS" setuptools
+# the stack still imports (compiled ops, pkg_resources) after the setuptools swap
+"$VENV/bin/python" -W ignore - <<'PY'
+from importlib.metadata import version
+
+import mim, mmcv, mmdet, pkg_resources, torch  # noqa: F401
+from mmcv.ops import RoIAlign, nms  # noqa: F401
+
+import ms_rcnn_mm
+
+print(f'[bootstrap] ready: ms_rcnn_mm {ms_rcnn_mm.__version__}, '
+      f'mmdet {mmdet.__version__}, mmcv {mmcv.__version__}, '
+      f'torch {torch.__version__}, openmim {version("openmim")}')
+PY
 inputs_hash > "$STAMP"

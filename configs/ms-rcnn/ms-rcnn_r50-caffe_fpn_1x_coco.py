@@ -1,3 +1,6 @@
 # Mask Scoring R-CNN, ResNet-50 (caffe style) FPN, 12 epochs on COCO.
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50-caffe_fpn_1x_coco.py', '../_base_/ms-rcnn.py']
+_base_ = [
+    'mmdet::mask_rcnn/mask-rcnn_r50-caffe_fpn_1x_coco.py',
+    '../_base_/ms-rcnn.py'
+]
 model = {{_base_.ms_rcnn}}

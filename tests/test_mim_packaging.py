@@ -1,0 +1,171 @@
+"""``tools/``, ``configs/`` and ``model-index.yml`` ship as
+``ms_rcnn_mm/.mim`` (wheel and editable installs), and the metafile lists
+every config with its baseline. ``mim train`` and ``mim test`` themselves
+run in test_zoo_tools.py."""
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import REPO
+from mmengine.config import Config
+
+ZOO = sorted((REPO / 'configs' / 'ms-rcnn').glob('*.py'))
+METAFILE = REPO / 'configs' / 'ms-rcnn' / 'metafile.yml'
+MIM = Path(sys.executable).with_name('mim')
+#: prints where mim finds the package (mmengine's lookup of installed
+#: OpenMMLab packages is the same) and loads the R50 config from there
+PROBE = '''
+import warnings
+warnings.simplefilter('ignore')
+from pathlib import Path
+from mim.utils import get_installed_path
+from mmengine.config import Config
+import ms_rcnn_mm
+installed = get_installed_path('ms_rcnn_mm')
+cfg = Config.fromfile(
+    f'{installed}/.mim/configs/ms-rcnn/ms-rcnn_r50_fpn_1x_coco.py')
+print(installed)
+print(ms_rcnn_mm.__file__)
+print(cfg.model.type, cfg.model.roi_head.mask_iou_head.type)
+'''
+MODEL = 'ms_rcnn_mm.MaskScoringRCNN ms_rcnn_mm.MaskIoUHead'
+
+
+def shipped_files():
+    """Repository files that must appear under ``ms_rcnn_mm/.mim``."""
+    files = [REPO / 'model-index.yml']
+    for folder in ('configs', 'tools'):
+        files += [p for p in (REPO / folder).rglob('*')
+                  if p.is_file() and '__pycache__' not in p.parts]
+    return sorted(files)
+
+
+def probe(tmp_path, env=None):
+    out = subprocess.run([sys.executable, '-c', PROBE], capture_output=True,
+                         text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.splitlines()[-3:]
+
+
+@pytest.fixture(scope='module')
+def wheel(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp('wheel')
+    out = subprocess.run(
+        [sys.executable, '-m', 'pip', 'wheel', '--no-deps',
+         '--no-build-isolation', '--disable-pip-version-check', '-q', '-w',
+         str(out_dir), str(REPO)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (path, ) = out_dir.glob('ms_rcnn_mm-*.whl')
+    return path
+
+
+def test_wheel_holds_tools_configs_and_model_index(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        for path in shipped_files():
+            name = 'ms_rcnn_mm/.mim/' + path.relative_to(REPO).as_posix()
+            assert name in names, name
+            assert archive.read(name) == path.read_bytes(), name
+    assert not [n for n in names if n.startswith(('tests/', 'tools/'))]
+    assert not [n for n in names if '__pycache__' in n]
+
+
+def test_wheel_install_is_where_mim_looks(wheel, tmp_path):
+    target = tmp_path / 'site'
+    out = subprocess.run(
+        [sys.executable, '-m', 'pip', 'install', '--no-deps', '-q',
+         '--disable-pip-version-check', '--target', str(target), str(wheel)],
+        capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    env = dict(os.environ, PYTHONPATH=str(target))
+    installed, module, model = probe(tmp_path, env)
+    assert installed == str(target / 'ms_rcnn_mm')
+    assert module == str(target / 'ms_rcnn_mm' / '__init__.py')
+    assert model == MODEL
+    copied = target / 'ms_rcnn_mm' / '.mim' / 'tools' / 'train.py'
+    assert copied.read_bytes() == (REPO / 'tools' / 'train.py').read_bytes()
+
+
+def test_editable_install_forwards_to_the_checkout(tmp_path):
+    """This venv's editable install: a ``.mim`` of forwarding stubs in
+    site-packages (what mim and mmengine find from any folder), the
+    package itself imported from the checkout."""
+    installed, module, model = probe(tmp_path)
+    assert module == str(REPO / 'ms_rcnn_mm' / '__init__.py')
+    assert model == MODEL
+    mim = Path(installed, '.mim')
+    for path in shipped_files():
+        stub = mim / path.relative_to(REPO)
+        assert stub.is_file(), stub
+        if path.suffix != '.py':
+            assert stub.read_bytes() == path.read_bytes()
+        elif path.parts[len(REPO.parts)] == 'configs':
+            assert Config.fromfile(str(stub)).to_dict() == Config.fromfile(
+                str(path)).to_dict()
+        else:
+            assert f"runpy.run_path('{path}'" in stub.read_text()
+
+
+def test_checkout_mim_links_serve_processes_started_in_the_checkout():
+    # pytest runs with the checkout on sys.path, where ms_rcnn_mm.egg-info
+    # makes pkg_resources (mim, mmengine) place the distribution
+    from mim.utils import get_installed_path
+    mim = Path(get_installed_path('ms_rcnn_mm'), '.mim')
+    assert mim.parent == REPO / 'ms_rcnn_mm'
+    for item in ('configs', 'tools', 'model-index.yml'):
+        assert (mim / item).is_symlink()
+        assert (mim / item).resolve() == REPO / item
+
+
+def test_mim_search_reads_the_model_index(tmp_path):
+    out = subprocess.run([str(MIM), 'search', 'ms_rcnn_mm'],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    listed = set(re.findall(r'config id: (\S+)', out.stdout))
+    assert listed == {p.stem for p in ZOO}
+
+
+def test_mim_is_an_optional_extra():
+    setup_cfg = (REPO / 'setup.cfg').read_text()
+    install_requires = setup_cfg.split('install_requires =')[1].split(
+        '\n[')[0]
+    assert 'openmim' not in install_requires
+    assert re.search(r'^mim =\n    openmim>=', setup_cfg, re.M)
+
+
+# ---------------------------------------------------------------- metafile
+
+
+def test_model_index_imports_the_metafile():
+    index = yaml.safe_load((REPO / 'model-index.yml').read_text())
+    assert index['Import'] == ['configs/ms-rcnn/metafile.yml']
+    assert (REPO / index['Import'][0]).is_file()
+
+
+def test_metafile_lists_every_config_with_its_baseline():
+    meta = yaml.safe_load(METAFILE.read_text())
+    collections = {c['Name'] for c in meta['Collections']}
+    models = meta['Models']
+    assert sorted(m['Config'] for m in models) == [
+        p.relative_to(REPO).as_posix() for p in ZOO]
+    for model in models:
+        path = REPO / model['Config']
+        assert model['Name'] == path.stem
+        assert model['In Collection'] in collections
+        baseline = model['Metadata']['Baseline Config']
+        if baseline.startswith('mmdet::'):
+            assert Path(baseline[len('mmdet::'):]).name.startswith(
+                'mask-rcnn_')
+        else:
+            assert (REPO / baseline).is_file()
+            assert Path(baseline).parent.as_posix() == 'configs/baselines'
+        cfg = Config.fromfile(str(path))
+        assert model['Metadata']['Epochs'] == cfg.train_cfg.max_epochs
+        # no result or checkpoint before a real training run
+        assert model['Results'] == []
+        assert 'Weights' not in model
