@@ -70,6 +70,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be loaded; the message names the file."""
 
 
+class UntrustedCheckpointError(CheckpointError):
+    """A checkpoint that holds objects outside the allow-list, refused
+    because the user has not marked it trusted."""
+
+
 def _torch_version() -> tuple:
     return tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2])
 
@@ -131,8 +136,9 @@ def load_local_checkpoint(filename: str,
 
     Raises:
         FileNotFoundError: ``filename`` does not exist.
-        CheckpointError: the file is truncated or corrupt, or it holds
-            objects outside the allow-list and is not trusted.
+        CheckpointError: the file is truncated or corrupt.
+        UntrustedCheckpointError: it holds objects outside the allow-list
+            and is not trusted.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
@@ -143,7 +149,7 @@ def load_local_checkpoint(filename: str,
             filename, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as err:
         if weights_only and 'Weights only load failed' in str(err):
-            raise CheckpointError(
+            raise UntrustedCheckpointError(
                 f'checkpoint {filename} holds objects outside the allow-list '
                 f'of safe types, so it was not loaded ({_first_line(err)}). '
                 f'If you trust this file, set {TRUST_ENV}={filename} (or 1 '

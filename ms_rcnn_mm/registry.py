@@ -7,19 +7,28 @@ same short names (``MaskIoUHead``, ``MaskScoringRoIHead``, ``MaskScoringRCNN``)
 stay untouched. Nested defaults inside this package must therefore use the
 prefixed names: an unprefixed nested type resolves in mmdet's registry.
 """
+from mmdet.registry import DATASETS as MMDET_DATASETS
+from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import METRICS as MMDET_METRICS
 from mmdet.registry import MODELS as MMDET_MODELS
+from mmdet.registry import TRANSFORMS as MMDET_TRANSFORMS
 from mmengine.registry import Registry
 
 SCOPE = 'ms_rcnn_mm'
 
-MODELS = Registry(
-    'model', parent=MMDET_MODELS, scope=SCOPE, locations=['ms_rcnn_mm.models'])
-METRICS = Registry(
-    'metric',
-    parent=MMDET_METRICS,
-    scope=SCOPE,
-    locations=['ms_rcnn_mm.evaluation'])
+
+def child(name: str, parent: Registry, module: str) -> Registry:
+    """A registry of this scope under mmdet's ``parent``, whose classes live
+    in ``ms_rcnn_mm.<module>``."""
+    return Registry(name, parent=parent, scope=SCOPE,
+                    locations=[f'{SCOPE}.{module}'])
+
+
+MODELS = child('model', MMDET_MODELS, 'models')
+METRICS = child('metric', MMDET_METRICS, 'evaluation')
+DATASETS = child('dataset', MMDET_DATASETS, 'datasets')
+TRANSFORMS = child('transform', MMDET_TRANSFORMS, 'datasets')
+HOOKS = child('hook', MMDET_HOOKS, 'engine')
 
 
 def scoped(name: str) -> str:

@@ -2,6 +2,9 @@
 # configs inherit it beside their Mask R-CNN baseline and merge it with
 #     model = {{_base_.ms_rcnn}}
 custom_imports = dict(imports=['ms_rcnn_mm'], allow_failed_imports=False)
+# --resume from the newest checkpoint that loads, with torch's random state
+# (ms_rcnn_mm.engine.checkpoint)
+custom_hooks = [dict(type='ms_rcnn_mm.ResumeCheckHook')]
 
 ms_rcnn = dict(
     type='ms_rcnn_mm.MaskScoringRCNN',

@@ -39,15 +39,18 @@ model = dict(
     test_cfg=dict(rpn=dict(nms_pre=1000, max_per_img=300)))
 
 image_scale = (256, 256)  # the generated images' size
+# data that fails loudly where it is broken (ms_rcnn_mm.datasets.checked)
+dataset_type = 'ms_rcnn_mm.CheckedCocoDataset'
+load_image = dict(type='ms_rcnn_mm.CheckedLoadImageFromFile')
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
+    load_image,
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=image_scale, keep_ratio=True),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackDetInputs')
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
+    load_image,
     dict(type='Resize', scale=image_scale, keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(
@@ -64,7 +67,7 @@ train_dataloader = dict(
     persistent_workers=False,
     batch_sampler=None,
     dataset=dict(
-        data_root=data_root, metainfo=metainfo,
+        type=dataset_type, data_root=data_root, metainfo=metainfo,
         ann_file='annotations/train.json', data_prefix=dict(img='train/'),
         filter_cfg=dict(filter_empty_gt=True, min_size=0),
         pipeline=train_pipeline))
@@ -73,7 +76,7 @@ val_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
     dataset=dict(
-        data_root=data_root, metainfo=metainfo,
+        type=dataset_type, data_root=data_root, metainfo=metainfo,
         ann_file='annotations/val.json', data_prefix=dict(img='val/'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -1,4 +1,5 @@
 """The MaskIoU head of Mask Scoring R-CNN (arXiv 1903.00241, Sec. 3.2)."""
+import inspect
 import math
 from typing import List, Optional, Sequence
 
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from ..registry import MODELS
 from .area_ratio import area_ratios
+from .config_check import check_keys
 
 
 def logit(probability: float) -> float:
@@ -60,14 +62,24 @@ class MaskIoUHead(MMDetMaskIoUHead):
         loss_target_thr (float, optional): Only RoIs whose target is above
             it enter the loss; ``None`` keeps them all. Defaults to 0.0.
         init_cfg (dict or list[dict], optional): Initialisation, as mmdet's.
+
+    Raises:
+        TypeError: a config key that is none of the above (the message lists
+            the valid keys).
     """
 
     def __init__(self,
                  *args,
                  loss_target_thr: Optional[float] = 0.0,
                  **kwargs) -> None:
+        check_keys(type(self), kwargs)
         super().__init__(*args, **kwargs)
         self.loss_target_thr = loss_target_thr
+        arguments = inspect.signature(MMDetMaskIoUHead.__init__).bind(
+            self, *args, **kwargs)
+        arguments.apply_defaults()
+        #: side of the RoI feature it takes (mmdet's head does not keep it)
+        self.roi_feat_size = arguments.arguments['roi_feat_size']
 
     def loss_and_target(self, mask_iou_pred: Tensor, mask_preds: Tensor,
                         mask_targets: Tensor,

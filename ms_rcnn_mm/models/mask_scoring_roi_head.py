@@ -9,8 +9,10 @@ from mmdet.structures import SampleList
 from mmdet.structures.bbox import bbox2roi
 from mmdet.utils import ConfigType, InstanceList
 from torch import Tensor
+from torch.nn.modules.utils import _pair
 
 from ..registry import MODELS
+from .config_check import check_keys
 from .mask_iou_head import MaskIoUHead
 
 
@@ -73,12 +75,21 @@ class MaskScoringRoIHead(StandardRoIHead):
             mmdet 3.x does, so box AP is rescored too. For comparisons only.
             Defaults to False.
         **kwargs: The arguments of :class:`StandardRoIHead`.
+
+    Raises:
+        TypeError: an unknown config key (the message lists the valid ones),
+            or a MaskIoU head of another type.
+        ValueError: ``num_classes`` differs between ``bbox_head``,
+            ``mask_head`` and ``mask_iou_head``, or
+            ``mask_iou_head.roi_feat_size`` is not the mask RoI extractor's
+            output size.
     """
 
     def __init__(self,
                  mask_iou_head: ConfigType,
                  rescore_boxes: bool = False,
                  **kwargs) -> None:
+        check_keys(type(self), kwargs)
         super().__init__(**kwargs)
         self.mask_iou_head = MODELS.build(mask_iou_head)
         if not isinstance(self.mask_iou_head, MaskIoUHead):
@@ -89,6 +100,29 @@ class MaskScoringRoIHead(StandardRoIHead):
                 f"{mask_iou_head['type']!r}; write "
                 "type='ms_rcnn_mm.MaskIoUHead'")
         self.rescore_boxes = rescore_boxes
+        self._check_consistency()
+
+    def _check_consistency(self) -> None:
+        """Reject heads that disagree, before a forward would."""
+        classes = {
+            name: getattr(getattr(self, name), 'num_classes', None)
+            for name in ('bbox_head', 'mask_head', 'mask_iou_head')
+        }
+        if len(set(classes.values())) > 1:
+            raise ValueError(
+                'num_classes differs between the heads: ' + ', '.join(
+                    f'{name}.num_classes={value}'
+                    for name, value in classes.items()) +
+                '; set the same value in all three')
+        roi_layer = self.mask_roi_extractor.roi_layers[0]
+        out_size = tuple(_pair(roi_layer.output_size))
+        feat_size = tuple(_pair(self.mask_iou_head.roi_feat_size))
+        if feat_size != out_size:
+            raise ValueError(
+                'mask_iou_head.roi_feat_size='
+                f'{self.mask_iou_head.roi_feat_size} does not match the '
+                'output of the mask RoI extractor, '
+                f'mask_roi_extractor.roi_layer.output_size={out_size}')
 
     def _mask_iou_forward(self, mask_results: dict,
                           labels: Tensor) -> Tuple[Tensor, Tensor]:
