@@ -12,17 +12,22 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List
 
+import numpy as np
 import pytest
 import torch
 from helpers import REPO
+from torch import nn
 
-from ms_rcnn_mm.compat import load_local_checkpoint
+from ms_rcnn_mm.compat import (TRUST_ENV, UntrustedCheckpointError,
+                               load_local_checkpoint)
 from ms_rcnn_mm.datasets import generate
 from ms_rcnn_mm.demo import data_options
-from ms_rcnn_mm.engine import save_checkpoint_atomically
+from ms_rcnn_mm.engine import (newest_complete_checkpoint,
+                               save_checkpoint_atomically)
 from ms_rcnn_mm.engine.checkpoint import RNG_KEY
 
 CONFIG = REPO / 'tests' / 'configs' / 'demo_crash.py'
@@ -186,3 +191,57 @@ def test_atomic_save_leaves_old_file_when_writing_dies(tmp_path,
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_2.pth']
     assert load_local_checkpoint(str(path))['meta']['iter'] == 1
+
+
+class Arbitrary:
+    """Not on the allow-list."""
+
+
+def test_untrusted_newest_checkpoint_is_not_skipped(tmp_path, monkeypatch):
+    """A refused checkpoint is the user's decision, not a corrupt file."""
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    torch.save({'meta': {'iter': 2}}, tmp_path / 'iter_2.pth')
+    torch.save({'meta': {'iter': 4}, 'x': Arbitrary()},
+               tmp_path / 'iter_4.pth')
+    with pytest.raises(UntrustedCheckpointError, match=TRUST_ENV) as err:
+        newest_complete_checkpoint(str(tmp_path))
+    assert str(tmp_path / 'iter_4.pth') in str(err.value)
+    monkeypatch.setenv(TRUST_ENV, str(tmp_path / 'iter_4.pth'))
+    assert newest_complete_checkpoint(str(tmp_path)) == str(
+        tmp_path / 'iter_4.pth')
+
+
+def test_mmdet_model_zoo_checkpoint_loads_without_opting_in(tmp_path,
+                                                            monkeypatch):
+    """What mmdet's model-zoo files hold (2.x and 3.x releases): tensors in
+    an OrderedDict and a meta of plain Python values."""
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    weights = OrderedDict(
+        (k, v) for k, v in nn.Linear(3, 2).state_dict().items())
+    zoo = dict(
+        meta=dict(mmdet_version='2.14.0', CLASSES=('person', 'car'),
+                  env_info='sys.platform: linux', config='model = dict()',
+                  epoch=12, iter=87960, mmcv_version='1.3.8',
+                  time='Fri Jun 25 12:00:00 2021',
+                  hook_msgs=dict(last_ckpt='epoch_12.pth'),
+                  dataset_meta=dict(classes=('person', 'car'))),
+        state_dict=weights)
+    path = tmp_path / 'ms_rcnn_zoo.pth'
+    torch.save(zoo, path)
+    loaded = load_local_checkpoint(str(path))
+    assert loaded['meta']['CLASSES'] == ('person', 'car')
+    for key, value in weights.items():
+        assert torch.equal(loaded['state_dict'][key], value)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason='--amp training needs a GPU; none here')
+def test_amp_trains_on_a_gpu(data, tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(TRAIN), str(CONFIG), '--amp', '--work-dir',
+         str(tmp_path), *options(data), 'train_cfg.max_iters=2'],
+        capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert sorted(losses(tmp_path)) == [1, 2]
+    assert all(np.isfinite(v) for row in losses(tmp_path).values()
+               for v in row.values())
