@@ -18,11 +18,11 @@ import torch
 from helpers import build_model, tiny_model_cfg, train_step_losses
 from mmdet.registry import TRANSFORMS
 from mmdet.structures.bbox import HorizontalBoxes
-from mmdet.structures.mask import BitmapMasks
+from mmdet.structures.mask import BitmapMasks, PolygonMasks
 from mmengine.dataset import pseudo_collate
 
 from ms_rcnn_mm import launch
-from ms_rcnn_mm.models.mask_scoring_rcnn import visible_instances
+from ms_rcnn_mm.models.mask_scoring_rcnn import has_pixels, visible_instances
 
 SIZE = 128
 NUM_CLASSES = 3
@@ -154,3 +154,25 @@ def test_amp_without_cuda_stops_with_a_message(monkeypatch):
     message = str(err.value.code)
     assert message.startswith('error: --amp needs a CUDA device')
     assert 'Run without --amp' in message
+
+
+def test_has_pixels_matches_mask_areas():
+    """The per-batch emptiness check agrees with ``areas > 0`` for every
+    mask type, including empty and single-pixel masks."""
+    rng = np.random.default_rng(SEED)
+    bitmaps = (rng.random((6, 9, 12)) < 0.02).astype(np.uint8)
+    bitmaps[0] = 0
+    bitmaps[1] = 0
+    bitmaps[1, 8, 11] = 1  # one pixel in the last corner
+    bitmap_masks = BitmapMasks(bitmaps, 9, 12)
+    expected = np.asarray(bitmap_masks.areas) > 0
+    assert expected.tolist()[:2] == [False, True]
+    for masks in (bitmap_masks, torch.from_numpy(bitmaps).bool(),
+                  torch.from_numpy(bitmaps).float()):
+        assert has_pixels(masks).tolist() == expected.tolist()
+    polygons = PolygonMasks(
+        [[np.array([0., 0., 4., 0., 4., 3.])],  # a triangle
+         [np.array([1., 1., 5., 1., 9., 1.])]],  # collinear: no area
+        9, 12)
+    assert has_pixels(polygons).tolist() == [True, False]
+    assert has_pixels(torch.zeros((2, 0, 5))).tolist() == [False, False]

@@ -4,20 +4,30 @@ import torch
 from mmdet.models.detectors import TwoStageDetector
 from mmdet.structures import SampleList
 from mmdet.structures.bbox import get_box_tensor
+from mmdet.structures.mask import BitmapMasks, PolygonMasks
 from mmengine.structures import InstanceData
 from torch import Tensor
 
 from ..registry import MODELS
+from .area_ratio import Masks
 
 #: ground-truth boxes this thin (pixels) or thinner are not instances
 MIN_GT_SIDE = 1e-2
 
 
-def mask_areas(masks) -> np.ndarray:
-    """Pixel count of each mask (BitmapMasks, PolygonMasks or a tensor)."""
-    if isinstance(masks, Tensor):
-        return masks.flatten(1).sum(1).cpu().numpy()
-    return np.asarray(masks.areas)
+def has_pixels(masks: Masks) -> Tensor:
+    """Whether each mask (BitmapMasks, PolygonMasks or a tensor) has a pixel.
+
+    Bitmaps are read as a whole with torch's reduction (multi-threaded, no
+    int64 accumulation as ``BitmapMasks.areas`` does): this runs on every
+    training batch.
+    """
+    if isinstance(masks, PolygonMasks):
+        return torch.from_numpy(np.asarray(masks.areas) > 0)
+    if isinstance(masks, BitmapMasks):
+        masks = torch.from_numpy(np.ascontiguousarray(masks.masks))
+    return masks.flatten(1).amax(1) > 0 if masks.numel() else torch.zeros(
+        len(masks), dtype=torch.bool)
 
 
 def visible_instances(gt_instances: InstanceData) -> InstanceData:
@@ -34,8 +44,7 @@ def visible_instances(gt_instances: InstanceData) -> InstanceData:
     boxes = get_box_tensor(gt_instances.bboxes)
     keep = ((boxes[:, 2:] - boxes[:, :2]) > MIN_GT_SIDE).all(1)
     if 'masks' in gt_instances:
-        keep &= torch.from_numpy(mask_areas(gt_instances.masks) > 0).to(
-            keep.device)
+        keep &= has_pixels(gt_instances.masks).to(keep.device)
     return gt_instances if bool(keep.all()) else gt_instances[keep]
 
 
