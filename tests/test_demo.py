@@ -17,7 +17,8 @@ from ms_rcnn_mm.datasets.synthetic import digest
 from ms_rcnn_mm.evaluation import MaskIoUQualityMetric
 
 REPO = Path(__file__).resolve().parents[1]
-FRUITS_CONFIG = REPO / 'configs' / 'demo' / 'ms-rcnn_r18-w32_fpn_fruits-nuts.py'
+FRUITS_CONFIG = (REPO / 'configs' / 'demo' /
+                 'ms-rcnn_r18-w32_fpn_fruits-nuts.py')
 #: the real photographs every developer and CI have beside the checkout
 FRUITS_NUTS = Path(os.environ.get('MS_RCNN_FRUITS_NUTS',
                                   REPO.parent / 'shared' / 'data' /
