@@ -5,12 +5,14 @@
    with mmdet's ``tools/train.py`` (through :mod:`ms_rcnn_mm.launch`);
 3. evaluates the last checkpoint once, with mmdet's ``CocoMetric`` and
    :class:`~ms_rcnn_mm.evaluation.MaskIoUQualityMetric`;
-4. writes ``summary.json``, ``summary.md`` and ``maskiou_scatter.png`` to
-   the work dir.
+4. writes ``summary.json``, ``summary.md`` and the figures of
+   :mod:`ms_rcnn_mm.visualization` (:data:`FIGURES`) to the work dir.
 
 Usage::
 
-    python -m ms_rcnn_mm.demo [--work-dir work_dirs/demo] [--iters 450]
+    python -m ms_rcnn_mm.demo [--work-dir work_dirs/demo] [--iters N]
+    # the same pipeline on a COCO dataset already on disk (no generation)
+    python -m ms_rcnn_mm.demo --no-generate --data-root ROOT --config CFG
 """
 import argparse
 import json
@@ -23,6 +25,7 @@ from pathlib import Path
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from . import visualization
 from .datasets import generate
 from .evaluation import MaskIoUQualityMetric
 
@@ -42,7 +45,27 @@ SUMMARY_KEYS = {
     'maskiou_spearman_all': 'maskiou/spearman_all',
     'cls_score_pearson': 'maskiou/cls_score_pearson',
     'num_matched': 'maskiou/num_matched',
+    'num_detections': 'maskiou/num_detections',
 }
+#: rows of summary.md: summary key, what it is
+TABLE = (
+    ('bbox_mAP', 'box AP (classification scores)'),
+    ('segm_mAP', 'mask AP, ranked by cls x MaskIoU'),
+    ('segm_mAP_cls_score', 'mask AP, ranked by cls alone'),
+    ('segm_mAP_gain', 'gain of mask scoring (AP)'),
+    ('maskiou_pearson', 'Pearson, predicted vs true MaskIoU (matched)'),
+    ('maskiou_spearman', 'Spearman, predicted vs true MaskIoU (matched)'),
+    ('cls_score_pearson', 'Pearson, cls score vs true MaskIoU (matched)'),
+    ('maskiou_pearson_all', 'Pearson, predicted vs true MaskIoU (all)'),
+    ('maskiou_spearman_all', 'Spearman, predicted vs true MaskIoU (all)'),
+    ('num_matched', 'detections matched to a GT (box IoU >= 0.5)'),
+    ('num_detections', 'detections'),
+    ('train_seconds', 'training wall time (s)'),
+    ('eval_seconds', 'evaluation wall time (s)'),
+)
+#: the figures written to the work dir
+FIGURES = ('maskiou_scatter.png', 'score_per_iou_bin.png',
+           'val_detections.png')
 
 
 def parse_args(argv=None):
@@ -50,10 +73,15 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/synthetic')
     parser.add_argument('--config', default=str(CONFIG))
-    parser.add_argument('--iters', type=int, default=None,
-                        help='training iterations (the config: 450)')
+    parser.add_argument(
+        '--iters', type=int, default=None,
+        help="training iterations (default: the config's max_iters)")
     parser.add_argument('--num-train', type=int, default=300)
     parser.add_argument('--num-val', type=int, default=100)
+    parser.add_argument(
+        '--no-generate', action='store_true',
+        help='use the COCO dataset at --data-root (annotations/train.json '
+        'and val.json) instead of generating the synthetic one')
     return parser.parse_args(argv)
 
 
@@ -70,10 +98,17 @@ def data_options(data_root: str) -> list:
 
 
 def train(args) -> float:
-    """Train with mmdet's tools/train.py; returns the wall time."""
+    """Train with mmdet's tools/train.py; returns the wall time.
+
+    Validation during training is switched off (``val_begin`` past the last
+    iteration): the demo evaluates the last checkpoint once, afterwards.
+    """
     options = data_options(args.data_root)
+    max_iters = args.iters or Config.fromfile(
+        args.config).train_cfg.max_iters
+    options.append(f'train_cfg.val_begin={max_iters + 1}')
     if args.iters:
-        warmup = min(WARMUP_ITERS, args.iters // 5)
+        warmup = max(1, min(WARMUP_ITERS, args.iters // 5))
         options += [f'train_cfg.max_iters={args.iters}',
                     f'train_cfg.val_interval={args.iters}',
                     f'param_scheduler.0.end={warmup}',
@@ -89,7 +124,13 @@ def train(args) -> float:
 
 
 def evaluate(args) -> tuple:
-    """Test the last checkpoint once; returns metrics, metric, wall time."""
+    """Test the last checkpoint once.
+
+    Returns:
+        tuple: the metrics (dict), the :class:`MaskIoUQualityMetric` with
+        its pairs and detections, the image file of each image id (dict),
+        the wall time (s).
+    """
     cfg = Config.fromfile(args.config)
     cfg.merge_from_dict(dict(o.split('=', 1) for o in data_options(
         args.data_root)))
@@ -100,37 +141,34 @@ def evaluate(args) -> tuple:
     start = time.perf_counter()
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
+    seconds = time.perf_counter() - start
     quality = next(m for m in runner.test_evaluator.metrics
                    if isinstance(m, MaskIoUQualityMetric))
-    return metrics, quality, time.perf_counter() - start
+    dataset = cfg.test_dataloader.dataset
+    img_dir = osp.join(dataset.data_root, dataset.data_prefix['img'])
+    image_paths = {image_id: osp.join(img_dir, info['file_name'])
+                   for image_id, info in quality.coco.imgs.items()}
+    return metrics, quality, image_paths, seconds
 
 
-def scatter(quality: MaskIoUQualityMetric, path: str) -> None:
-    """Predicted MaskIoU and classification score against the true IoU."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    pairs = quality.pairs
-    keep = pairs['matched']
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    for ax, key, title in zip(axes, ('predicted', 'cls_score'),
-                              ('MaskIoU head', 'classification score')):
-        ax.scatter(pairs['true'][keep], pairs[key][keep], s=4, alpha=0.5)
-        ax.plot([0, 1], [0, 1], 'k--', lw=1)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='true MaskIoU',
-               ylabel=title, title=f'{title} vs true MaskIoU')
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+def draw_figures(quality: MaskIoUQualityMetric, image_paths: dict,
+                 work_dir: str) -> None:
+    """Write :data:`FIGURES` to ``work_dir``."""
+    scatter, bins, grid = (osp.join(work_dir, name) for name in FIGURES)
+    visualization.score_scatter(quality.pairs, scatter)
+    visualization.score_per_iou_bin(quality.pairs, bins)
+    class_names = {i: cat['name'] for i, cat in quality.coco.cats.items()}
+    visualization.detection_grid(quality.detections, image_paths,
+                                 class_names, grid)
 
 
 def write_summary(work_dir: str, summary: dict) -> None:
     Path(work_dir).mkdir(parents=True, exist_ok=True)
     with open(osp.join(work_dir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=2)
-    rows = ['| metric | value |', '|---|---|'] + [
-        f'| {k} | {v:.4f} |' if isinstance(v, float) else f'| {k} | {v} |'
-        for k, v in summary.items()
+    rows = ['| metric | key | value |', '|---|---|---|'] + [
+        f'| {label} | `{key}` | {summary[key]:.4g} |'
+        for key, label in TABLE
     ]
     Path(work_dir, 'summary.md').write_text('\n'.join(rows) + '\n')
 
@@ -138,17 +176,18 @@ def write_summary(work_dir: str, summary: dict) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     print(f'[demo] dataset: {args.data_root}', flush=True)
-    generate(args.data_root, args.num_train, args.num_val)
+    if not args.no_generate:
+        generate(args.data_root, args.num_train, args.num_val)
     train_seconds = train(args)
-    metrics, quality, eval_seconds = evaluate(args)
+    metrics, quality, image_paths, eval_seconds = evaluate(args)
     summary = {key: metrics[name] for key, name in SUMMARY_KEYS.items()}
     summary.update(train_seconds=round(train_seconds, 1),
                    eval_seconds=round(eval_seconds, 1))
     write_summary(args.work_dir, summary)
-    scatter(quality, osp.join(args.work_dir, 'maskiou_scatter.png'))
-    print(json.dumps(summary, indent=2))
-    print(f'[demo] wrote {args.work_dir}/summary.json, summary.md and '
-          'maskiou_scatter.png')
+    draw_figures(quality, image_paths, args.work_dir)
+    print(Path(args.work_dir, 'summary.md').read_text())
+    print(f'[demo] wrote summary.json, summary.md, {", ".join(FIGURES)} '
+          f'to {args.work_dir}')
     return summary
 
 

@@ -1,17 +1,32 @@
 """The synthetic dataset, the mask-scoring metric and a shortened
 ``make demo``."""
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
+from mmengine.config import Config
 from pycocotools.coco import COCO
 
-from ms_rcnn_mm import demo
+from ms_rcnn_mm import demo, visualization
 from ms_rcnn_mm.datasets import CLASSES, generate
 from ms_rcnn_mm.datasets.synthetic import digest
 from ms_rcnn_mm.evaluation import MaskIoUQualityMetric
+
+REPO = Path(__file__).resolve().parents[1]
+FRUITS_CONFIG = (REPO / 'configs' / 'demo' /
+                 'ms-rcnn_r18-w32_fpn_fruits-nuts.py')
+#: the real photographs every developer and CI have beside the checkout
+FRUITS_NUTS = Path(os.environ.get('MS_RCNN_FRUITS_NUTS',
+                                  REPO.parent / 'shared' / 'data' /
+                                  'fruits_nuts'))
+#: what summary.json must hold (the issue's list)
+SUMMARY_KEYS = ('bbox_mAP', 'segm_mAP', 'segm_mAP_cls_score',
+                'segm_mAP_gain', 'maskiou_pearson', 'maskiou_spearman',
+                'train_seconds', 'eval_seconds')
 
 
 def test_generator_is_deterministic_and_valid_coco(tmp_path):
@@ -85,7 +100,11 @@ def test_metric_against_a_hand_computed_case(tmp_path):
     np.testing.assert_allclose(metric.pairs['true'], [1.0, 0.5, 0.0],
                                atol=1e-6)
     assert metric.pairs['matched'].tolist() == [True, True, False]
-    assert out['num_matched'] == 2 and out['num_detections'] == 3
+    # floats: mmengine's JSON logs write integers as null
+    assert out['num_matched'] == 2.0 and out['num_detections'] == 3.0
+    assert all(isinstance(v, float) for v in out.values())
+    assert [d['mask_iou'] for d in metric.detections] == pytest.approx(
+        [0.9, 0.4, 0.1])
     assert out['segm_mAP'] > out['segm_mAP_cls_score']
     assert out['segm_mAP_gain'] == pytest.approx(
         out['segm_mAP'] - out['segm_mAP_cls_score'])
@@ -95,21 +114,68 @@ def test_metric_against_a_hand_computed_case(tmp_path):
     assert np.isnan(out['pearson'])  # 2 matched points: undefined
 
 
+def test_binned_means_by_hand():
+    true = np.array([0.05, 0.08, 0.55, 1.0, 0.95])
+    scores = np.array([0.2, 0.4, 0.5, 0.9, 0.7])
+    means = visualization.binned_means(scores, true)
+    assert len(means) == 10
+    # bins [0, .1): 0.3; [.5, .6): 0.5; [.9, 1]: 0.8 (1.0 in the last bin)
+    np.testing.assert_allclose(means[[0, 5, 9]], [0.3, 0.5, 0.8])
+    assert np.isnan(np.delete(means, [0, 5, 9])).all()
+
+
+def assert_demo_outputs(work_dir: Path, summary: dict, iters: int) -> None:
+    """summary.json (the issue's keys), summary.md, figures, checkpoint."""
+    written = json.loads((work_dir / 'summary.json').read_text())
+    for key in SUMMARY_KEYS:
+        assert key in written, key
+    assert written == pytest.approx(summary, nan_ok=True)
+    assert 0 <= written['segm_mAP'] <= 1 and 0 <= written['bbox_mAP'] <= 1
+    assert written['train_seconds'] > 0 and written['eval_seconds'] > 0
+    assert written['segm_mAP_gain'] == pytest.approx(
+        written['segm_mAP'] - written['segm_mAP_cls_score'])
+    table = (work_dir / 'summary.md').read_text().splitlines()
+    assert table[0].startswith('| metric |')
+    assert len(table) == 2 + len(demo.TABLE)
+    for name in demo.FIGURES:
+        assert (work_dir / name).stat().st_size > 10_000, name
+    assert (work_dir / f'iter_{iters}.pth').is_file()
+
+
+def test_fruits_nuts_config_takes_the_root_from_the_environment(
+        monkeypatch):
+    monkeypatch.setenv('MS_RCNN_FRUITS_NUTS', '/data/fn')
+    cfg = Config.fromfile(str(FRUITS_CONFIG))
+    assert cfg.train_dataloader.dataset.data_root == '/data/fn/'
+    assert cfg.test_dataloader.dataset.data_root == '/data/fn/'
+    assert [e['ann_file'] for e in cfg.test_evaluator] == [
+        '/data/fn/annotations/val.json'] * 2
+    assert cfg.model.roi_head.mask_iou_head.num_classes == 3
+    monkeypatch.delenv('MS_RCNN_FRUITS_NUTS')
+    cfg = Config.fromfile(str(FRUITS_CONFIG))
+    assert cfg.train_dataloader.dataset.data_root == \
+        '../shared/data/fruits_nuts/'
+
+
+def test_fruits_nuts_trains_and_evaluates(tmp_path):
+    """A few iterations on the real photographs, then the demo's
+    evaluation: every metric key and figure is there."""
+    assert (FRUITS_NUTS / 'annotations' / 'val.json').is_file(), (
+        f'fruits_nuts not found at {FRUITS_NUTS}: set MS_RCNN_FRUITS_NUTS')
+    work_dir = tmp_path / 'fruits'
+    summary = demo.main([
+        '--config', str(FRUITS_CONFIG), '--data-root', str(FRUITS_NUTS),
+        '--no-generate', '--work-dir', str(work_dir), '--iters', '2'
+    ])
+    assert_demo_outputs(work_dir, summary, iters=2)
+    # the 4 validation photographs, 100 detections at most each
+    assert 0 < summary['num_detections'] <= 400
+
+
 def test_shortened_demo_end_to_end(tmp_path):
     work_dir = tmp_path / 'demo'
     summary = demo.main([
         '--work-dir', str(work_dir), '--data-root', str(tmp_path / 'data'),
         '--iters', '6', '--num-train', '16', '--num-val', '8'
     ])
-    written = json.loads((work_dir / 'summary.json').read_text())
-    for key in ('bbox_mAP', 'segm_mAP', 'segm_mAP_cls_score',
-                'segm_mAP_gain', 'maskiou_pearson', 'maskiou_spearman',
-                'train_seconds', 'eval_seconds'):
-        assert key in written, key
-    assert written == pytest.approx(summary, nan_ok=True)
-    assert 0 <= written['segm_mAP'] <= 1 and written['train_seconds'] > 0
-    assert written['segm_mAP_gain'] == pytest.approx(
-        written['segm_mAP'] - written['segm_mAP_cls_score'])
-    assert (work_dir / 'summary.md').read_text().startswith('| metric |')
-    assert (work_dir / 'maskiou_scatter.png').stat().st_size > 1000
-    assert (work_dir / 'iter_6.pth').is_file()
+    assert_demo_outputs(work_dir, summary, iters=6)

@@ -62,8 +62,9 @@ class MaskIoUQualityMetric(BaseMetric):
 
     Args:
         ann_file (str): COCO annotation file of the evaluated split.
-        keep_pairs (bool): Keep the per-detection ``(predicted, true)``
-            pairs in :attr:`pairs` for plots. Defaults to False.
+        keep_pairs (bool): Keep the per-detection scores and true IoUs in
+            :attr:`pairs` and the detections (COCO-style dicts with RLE
+            masks) in :attr:`detections`, for plots. Defaults to False.
         collect_device (str): As :class:`BaseMetric`. Defaults to 'cpu'.
         prefix (str, optional): Metric name prefix. Defaults to 'maskiou'.
     """
@@ -79,6 +80,7 @@ class MaskIoUQualityMetric(BaseMetric):
             self.coco = COCO(local_path)
         self.keep_pairs = keep_pairs
         self.pairs: Dict[str, np.ndarray] = {}
+        self.detections: List[dict] = []
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
@@ -136,7 +138,9 @@ class MaskIoUQualityMetric(BaseMetric):
         metrics = OrderedDict(
             segm_mAP=with_scoring, segm_mAP_cls_score=without,
             segm_mAP_gain=with_scoring - without,
-            num_matched=int(matched.sum()), num_detections=len(results))
+            # floats: mmengine's JSON logs write integer metrics as null
+            num_matched=float(matched.sum()),
+            num_detections=float(len(results)))
         for suffix, keep in (('', matched), ('_all', slice(None))):
             pearson, spearman = correlations(pred[keep], true[keep])
             metrics[f'pearson{suffix}'] = pearson
@@ -146,7 +150,7 @@ class MaskIoUQualityMetric(BaseMetric):
         if self.keep_pairs:
             self.pairs = dict(predicted=pred, true=true, cls_score=cls,
                               matched=matched)
+            self.detections = results
         logger.info('mask scoring: ' + ', '.join(
-            f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
-            for k, v in metrics.items()))
+            f'{k}={v:.4f}' for k, v in metrics.items()))
         return metrics
