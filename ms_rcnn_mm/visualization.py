@@ -1,8 +1,10 @@
 """Figures of ``make demo``: how well the mask scores track mask quality.
 
 Every function takes what :class:`~ms_rcnn_mm.evaluation.MaskIoUQualityMetric`
-keeps with ``keep_pairs=True`` (its ``pairs`` and ``detections``) and writes
-one PNG; matplotlib runs headless (the Agg backend).
+keeps with ``keep_pairs=True`` (its ``pairs`` and ``detections``), or the
+detections of one image (:func:`instances_to_detections`,
+``tools/demo/image_demo.py``), and writes one PNG; matplotlib runs headless
+(the Agg backend).
 """
 import os.path as osp
 from typing import Dict, List, Sequence
@@ -156,3 +158,53 @@ def detection_grid(detections: Sequence[dict], image_paths: Dict[int, str],
         _draw(ax, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), shown, class_names)
         ax.set_title(osp.basename(image_paths[image_id]), fontsize=8)
     _save(fig, path)
+
+
+def instances_to_detections(pred_instances) -> List[dict]:
+    """One image's ``pred_instances`` as the detection dicts drawn here.
+
+    Args:
+        pred_instances (InstanceData): ``bboxes``, ``labels``, ``scores``,
+            binary ``masks`` and ``mask_scores`` (what
+            :class:`~ms_rcnn_mm.models.MaskScoringRoIHead` predicts).
+
+    Returns:
+        list[dict]: ``category_id`` (the label), ``bbox`` (x1, y1, x2, y2),
+        ``score``, ``mask_iou``, ``mask_score`` and ``segmentation`` (RLE).
+    """
+    masks = pred_instances.masks.cpu().numpy().astype(np.uint8)
+    rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
+    fields = zip(pred_instances.labels.tolist(),
+                 pred_instances.bboxes.tolist(),
+                 pred_instances.scores.tolist(),
+                 pred_instances.mask_ious.tolist(),
+                 pred_instances.mask_scores.tolist(), rles)
+    return [dict(category_id=label, bbox=bbox, score=score,
+                 mask_iou=mask_iou, mask_score=mask_score, segmentation=rle)
+            for label, bbox, score, mask_iou, mask_score, rle in fields]
+
+
+def draw_image(img: np.ndarray, detections: Sequence[dict],
+               class_names: Dict[int, str], path: str,
+               min_score: float = GRID_MIN_SCORE) -> List[dict]:
+    """Draw one RGB image with its masks labelled ``class mask_score``.
+
+    Args:
+        img (np.ndarray): ``(H, W, 3)`` uint8 RGB image.
+        detections (Sequence[dict]): As :func:`instances_to_detections`.
+        class_names (dict): Class name of each category id.
+        path (str): The PNG to write.
+        min_score (float): Detections below this mask score are left out.
+            Defaults to :data:`GRID_MIN_SCORE`.
+
+    Returns:
+        list[dict]: The detections drawn, best mask score first.
+    """
+    shown = sorted((d for d in detections if d['mask_score'] >= min_score),
+                   key=lambda d: -d['mask_score'])
+    height, width = img.shape[:2]
+    fig, ax = plt.subplots(figsize=(width / DPI, height / DPI))
+    fig.subplots_adjust(0, 0, 1, 1)
+    _draw(ax, img, shown, class_names)
+    _save(fig, path)
+    return shown
