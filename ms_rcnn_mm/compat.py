@@ -30,6 +30,12 @@ Distributed training on machines without CUDA
     :func:`destroy_cpu_dist` tears the group down at the end. None is
     applied by :func:`apply`: :mod:`ms_rcnn_mm.launch` calls them for
     ``--launcher pytorch|slurm|mpi`` when CUDA is unavailable only.
+
+Test metrics written by every rank
+    mmengine 0.10.7's ``LoggerHook.after_test_epoch`` dumps the metrics'
+    JSON file on every rank of a distributed test, so ranks can corrupt it;
+    :func:`apply` makes that dump run on the main process only
+    (:func:`dump_on_main_process`).
 """
 import datetime
 import os
@@ -40,6 +46,9 @@ from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
+from mmengine.dist import is_main_process
+from mmengine.fileio import dump
+from mmengine.hooks import logger_hook
 from mmengine.logging import HistoryBuffer
 from mmengine.registry import MODEL_WRAPPERS
 from mmengine.runner.checkpoint import CheckpointLoader
@@ -328,9 +337,23 @@ def cpu_model_wrapper_cfg(wrapper_cfg: Optional[dict],
     return wrapper_cfg
 
 
+def dump_on_main_process(obj, file=None, **kwargs):
+    """mmengine's ``fileio.dump`` on the main process only, None elsewhere.
+
+    mmengine 0.10.7's ``LoggerHook.after_test_epoch`` writes the test
+    metrics' JSON file from every rank of a distributed test; two ranks
+    writing one file can leave it corrupt (seen: a 2-process
+    ``dist_test.sh`` run whose JSON ended in another rank's bytes).
+    """
+    if is_main_process():
+        return dump(obj, file, **kwargs)
+    return None
+
+
 def apply() -> None:
     """Apply every fix of this module (idempotent)."""
     allow_mmengine_globals()
+    logger_hook.dump = dump_on_main_process
     if _torch_version() >= WEIGHTS_ONLY_DEFAULT_SINCE:
         # mmengine registers its local loader under the empty prefix.
         CheckpointLoader.register_scheme(

@@ -1,4 +1,5 @@
 """The stack fixes of ms_rcnn_mm.compat, on a real mmengine Runner."""
+import json
 import os.path as osp
 import pickle
 import subprocess
@@ -142,3 +143,18 @@ def test_truncated_and_missing_checkpoints_name_the_file(tmp_path):
         load_local_checkpoint(str(garbage))
     with pytest.raises(FileNotFoundError, match='nowhere.pth'):
         load_local_checkpoint(str(tmp_path / 'nowhere.pth'))
+
+
+def test_logger_hook_dumps_test_metrics_on_the_main_process_only(
+        tmp_path, monkeypatch):
+    """A distributed test's metrics JSON is written by rank 0 alone."""
+    from mmengine.hooks import logger_hook
+
+    from ms_rcnn_mm import compat
+    assert logger_hook.dump is compat.dump_on_main_process
+    main, other = tmp_path / 'main.json', tmp_path / 'other.json'
+    logger_hook.dump({'coco/bbox_mAP': 0.25}, str(main))
+    monkeypatch.setattr(compat, 'is_main_process', lambda: False)
+    logger_hook.dump({'coco/bbox_mAP': 0.5}, str(other))
+    assert json.loads(main.read_text()) == {'coco/bbox_mAP': 0.25}
+    assert not other.exists()
