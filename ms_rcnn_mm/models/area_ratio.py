@@ -8,10 +8,12 @@ it with a per-proposal NumPy loop and a device-to-host copy per image.
 
 Here, where the masks live (on the host for mmdet's ``BitmapMasks`` and
 ``PolygonMasks``), each instance is cropped to the rows and 4-pixel words it
-occupies (one pass over the masks, reading 4 pixels at a time), and each
-crop becomes a summed-area table (OpenCV's ``integral``); the tables of every
-instance of the batch are written into one buffer, which goes to the
-proposals' device in one copy. Masks given as a tensor on an accelerator
+occupies (one pass over the masks, reading 4 pixels at a time, finds the
+rows; the columns are found in those rows only), and each crop becomes a
+summed-area table (OpenCV's ``integral``) right after it is found, while its
+pixels are still in the CPU's caches; the tables of every instance of the
+batch are written into one buffer, which goes to the proposals' device in
+one copy. Masks given as a tensor on an accelerator
 get whole-image tables built there (:func:`dense_tables`). Every proposal's
 areas are then one gather of five table entries, for all proposals of the
 batch at once. Nothing travels from the device to the host.
@@ -22,7 +24,8 @@ its centre ``(x + 0.5, y + 0.5)`` satisfies ``x1 <= x + 0.5 < x2`` and
 produces the mask targets. On integer boxes it is the crop
 ``mask[y1:y2, x1:x2]``.
 """
-from typing import List, NamedTuple, Sequence, Tuple, Union
+from itertools import chain
+from typing import Iterable, List, NamedTuple, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -50,6 +53,21 @@ class Crop(NamedTuple):
         return cls(0, 0, np.zeros((0, 0), np.uint8))
 
 
+class Crops(NamedTuple):
+    """An image's instances as crops, in order, and an upper bound on the
+    summed-area table entries they need (``sum (h + 1) * (w + 1)``), known
+    before the crops are: bitmap crops are found one by one as their tables
+    are written."""
+    crops: Iterable[Crop]
+    capacity: int
+
+
+def table_size(crop: Crop) -> int:
+    """Entries of the summed-area table of ``crop``."""
+    height, width = crop.pixels.shape
+    return (height + 1) * (width + 1)
+
+
 def _span(occupied: np.ndarray) -> tuple:
     """First and one-past-last True of a 1-D bool array with a True."""
     return (int(occupied.argmax()),
@@ -61,64 +79,83 @@ def _words(masks: np.ndarray) -> np.ndarray:
     return masks.view(WORD) if masks.shape[-1] % WORD.itemsize == 0 else masks
 
 
-def bitmap_crops(masks: np.ndarray) -> List[Crop]:
+def bitmap_crops(masks: np.ndarray) -> Crops:
     """Crop each ``(N, H, W)`` binary mask to the rows and words it
-    occupies (at most ``WORD.itemsize - 1`` empty columns on each side)."""
+    occupies (at most ``WORD.itemsize - 1`` empty columns on each side).
+
+    The occupied rows of every mask are found now, in one pass; the columns
+    of each mask are found, in its occupied rows only, when its crop is
+    drawn from the returned iterator.
+    """
     masks = np.ascontiguousarray(masks).view(np.uint8)
-    if masks.shape[0] == 0 or masks.shape[1] * masks.shape[2] == 0:
-        return [Crop.empty() for _ in range(masks.shape[0])]
+    num, height, width = masks.shape
+    if num == 0 or height * width == 0:
+        return Crops([Crop.empty()] * num, num)
     words = _words(masks)
+    occupied = (torch.from_numpy(words).amax(2) > 0).numpy()
+    nonempty = occupied.any(1)
+    first = occupied.argmax(1)
+    last = height - occupied[:, ::-1].argmax(1)
+    heights = np.where(nonempty, last - first, 0)
+    return Crops(
+        _column_crops(masks, words, nonempty.tolist(), first.tolist(),
+                      last.tolist()),
+        int(((heights + 1) * (width + 1)).sum()))
+
+
+def _column_crops(masks: np.ndarray, words: np.ndarray, nonempty: List[bool],
+                  first: List[int], last: List[int]) -> Iterable[Crop]:
+    """Crops of :func:`bitmap_crops`, given each mask's occupied rows."""
     step = masks.shape[2] // words.shape[2]
-    occupied_rows = (torch.from_numpy(words).amax(2) > 0).numpy()
-    crops = []
-    for mask, mask_words, rows, nonempty in zip(masks, words, occupied_rows,
-                                                occupied_rows.any(1)):
-        if not nonempty:
-            crops.append(Crop.empty())
+    for mask, mask_words, keep, y0, y1 in zip(masks, words, nonempty, first,
+                                              last):
+        if not keep:
+            yield Crop.empty()
             continue
-        y0, y1 = _span(rows)
         x0, x1 = _span(mask_words[y0:y1].max(0) > 0)
-        crops.append(Crop(y0, x0 * step, mask[y0:y1, x0 * step:x1 * step]))
-    return crops
+        yield Crop(y0, x0 * step, mask[y0:y1, x0 * step:x1 * step])
 
 
-def polygon_crops(masks: PolygonMasks) -> List[Crop]:
+def polygon_crops(masks: PolygonMasks) -> Crops:
     """Rasterise each instance's polygons inside their bounding box only.
 
     Rasterisation is pycocotools', as in ``PolygonMasks.to_bitmap``; shifting
     the polygons by the integer crop origin leaves it unchanged.
     """
-    crops = []
-    for polygons in masks.masks:
-        polygons = [np.asarray(p, np.float64).reshape(-1, 2)
-                    for p in polygons if len(p) >= 6]
-        if not polygons:
-            crops.append(Crop.empty())
-            continue
-        coords = np.concatenate(polygons)
-        x0, y0 = np.clip(np.floor(coords.min(0)), 0, None).astype(int)
-        x1 = int(min(np.ceil(coords[:, 0].max()) + 1, masks.width))
-        y1 = int(min(np.ceil(coords[:, 1].max()) + 1, masks.height))
-        if x1 <= x0 or y1 <= y0:
-            crops.append(Crop.empty())
-            continue
-        shifted = [(p - [x0, y0]).ravel().tolist() for p in polygons]
-        rles = mask_util.frPyObjects(shifted, y1 - y0, x1 - x0)
-        crops.append(Crop(int(y0), int(x0),
-                          mask_util.decode(mask_util.merge(rles))))
-    return crops
+    crops = [_polygon_crop(polygons, masks.height, masks.width)
+             for polygons in masks.masks]
+    return Crops(crops, sum(table_size(crop) for crop in crops))
+
+
+def _polygon_crop(polygons: list, height: int, width: int) -> Crop:
+    """One instance of :func:`polygon_crops`."""
+    polygons = [np.asarray(p, np.float64).reshape(-1, 2)
+                for p in polygons if len(p) >= 6]
+    if not polygons:
+        return Crop.empty()
+    coords = np.concatenate(polygons)
+    x0, y0 = np.clip(np.floor(coords.min(0)), 0, None).astype(int)
+    x1 = int(min(np.ceil(coords[:, 0].max()) + 1, width))
+    y1 = int(min(np.ceil(coords[:, 1].max()) + 1, height))
+    if x1 <= x0 or y1 <= y0:
+        return Crop.empty()
+    shifted = [(p - [x0, y0]).ravel().tolist() for p in polygons]
+    rles = mask_util.frPyObjects(shifted, y1 - y0, x1 - x0)
+    return Crop(int(y0), int(x0), mask_util.decode(mask_util.merge(rles)))
 
 
 class SummedAreaTables:
-    """Summed-area tables of many cropped instances, in one flat tensor.
+    """Summed-area tables of many instances, in one flat tensor.
 
-    Instance ``i``'s table has ``(h + 1) x (w + 1)`` entries starting at
-    ``layout[i, 0]``; entry ``(r, c)`` counts its pixels above crop row ``r``
-    and left of crop column ``c``.
+    Instance ``i`` covers image rows ``y0 <= r <= y1`` and columns
+    ``x0 <= c <= x1`` of its table: entry ``table[base + r * stride + c]``
+    counts its pixels above image row ``r`` and left of image column ``c``.
 
     Args:
         table (Tensor): The flat tables, int32.
-        layout (Tensor): ``(N, 5)`` int64 rows of ``(start, y0, x0, h, w)``.
+        layout (Tensor): ``(N, 7)`` int64 rows of
+            ``(x0, y0, x1, y1, base, stride, area)``, ``area`` being the
+            instance's whole pixel count.
     """
 
     def __init__(self, table: Tensor, layout: Tensor) -> None:
@@ -126,61 +163,59 @@ class SummedAreaTables:
         self.layout = layout
 
     @classmethod
-    def from_crops(cls, crops: List[Crop],
+    def from_crops(cls, crops: Iterable[Crop], capacity: int,
                    device: torch.device) -> 'SummedAreaTables':
-        """Build the tables on the host (OpenCV's ``integral``, written in
-        place into one buffer) and move them with one copy each."""
-        shapes = np.array([c.pixels.shape for c in crops],
-                          np.int64).reshape(-1, 2)
-        sizes = (shapes + 1).prod(1)
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        table = np.empty(max(starts[-1], 1), np.int32)
-        for crop, (h, w), first in zip(crops, shapes, starts):
-            cv2.integral(crop.pixels, sum=table[first:first + (h + 1) *
-                                                (w + 1)].reshape(h + 1, w + 1),
-                         sdepth=cv2.CV_32S)
-        origins = np.array([(c.y0, c.x0) for c in crops],
-                           np.int64).reshape(-1, 2)
-        layout = np.column_stack([starts[:-1], origins, shapes])
+        """Build the tables on the host (OpenCV's ``integral``, each written
+        in place into one buffer of ``capacity`` entries as soon as its crop
+        is drawn) and move them with one copy each."""
+        table = np.empty(max(capacity, 1), np.int32)
+        layout, start = [], 0
+        for y0, x0, pixels in crops:
+            height, width = pixels.shape
+            end = start + (height + 1) * (width + 1)
+            sums = table[start:end].reshape(height + 1, width + 1)
+            cv2.integral(pixels, sum=sums, sdepth=cv2.CV_32S)
+            layout.append((x0, y0, x0 + width, y0 + height,
+                           start - y0 * (width + 1) - x0, width + 1,
+                           int(sums[height, width])))
+            start = end
         return cls(
-            torch.from_numpy(table).to(device, non_blocking=True),
-            torch.from_numpy(layout).to(device, non_blocking=True))
+            torch.from_numpy(table[:max(start, 1)]).to(device,
+                                                       non_blocking=True),
+            torch.tensor(layout, dtype=torch.int64).reshape(-1, 7).to(
+                device, non_blocking=True))
 
     def box_areas(self, boxes: Tensor, inds: Tensor) -> Tuple[Tensor, Tensor]:
         """Pixels of instance ``inds[k]`` inside ``boxes[k]``, and in all.
 
         One gather reads, per box, the four table entries at the corners of
-        the pixels it holds and the entry that counts the whole instance.
+        the pixels it holds.
 
         Args:
             boxes (Tensor): ``(n, 4)`` float boxes ``(x1, y1, x2, y2)``.
             inds (Tensor): ``(n, )`` instance of each box.
 
         Returns:
-            tuple[Tensor, Tensor]: ``(n, )`` int32 pixel counts inside the
-            boxes and of the whole instances.
+            tuple[Tensor, Tensor]: ``(n, )`` pixel counts inside the boxes
+            (int32) and of the whole instances (int64).
         """
-        start, y0, x0, height, width = self.layout[inds].unbind(1)
-        # first and one-past-last pixel whose centre lies inside the box, in
-        # crop coordinates, clipped to the crop: columns (c0, c1), rows
-        # (r0, r1); the last entry of each is the crop's far corner
-        origin = torch.stack([x0, y0, x0, y0], 1)
-        limits = torch.stack([width, height, width, height], 1)
-        pixels = torch.minimum(
-            (torch.ceil(boxes - 0.5).long() - origin).clamp(min=0), limits)
-        pixels[:, 2:] = torch.maximum(pixels[:, 2:], pixels[:, :2])
-        cols = torch.cat([pixels[:, 0::2], width[:, None]], 1)  # c0 c1 w
-        rows = torch.cat([pixels[:, 1::2], height[:, None]], 1)  # r0 r1 h
-        # entries (r0, c0) (r0, c1) (r1, c0) (r1, c1) and (h, w)
-        row_of = rows[:, [0, 0, 1, 1, 2]]
-        col_of = cols[:, [0, 1, 0, 1, 2]]
-        entries = self.table[start[:, None] + row_of * (width[:, None] + 1) +
-                             col_of]
-        inside = entries[:, 3] - entries[:, 1] - entries[:, 2] + entries[:, 0]
-        return inside, entries[:, 4]
+        layout = self.layout[inds]
+        # first and one-past-last pixel whose centre lies inside the box,
+        # ((x, y) near, (x, y) far), clipped to the instance's table; a far
+        # corner before the near one holds no pixel
+        corners = torch.ceil(boxes - 0.5).long().view(-1, 2, 2)
+        near = torch.clamp(corners[:, 0], layout[:, 0:2], layout[:, 2:4])
+        far = torch.clamp(corners[:, 1], near, layout[:, 2:4])
+        xs, ys = torch.stack([near, far], 2).unbind(1)
+        rows = ys * layout[:, 5:6] + layout[:, 4:5]
+        # entries (r0, c0) (r0, c1) / (r1, c0) (r1, c1): the inside count is
+        # their second difference along both axes
+        entries = self.table[rows[:, :, None] + xs[:, None, :]]
+        inside = entries.diff(dim=1).diff(dim=2).view(-1)
+        return inside, layout[:, 6]
 
 
-def instance_crops(masks: Masks) -> List[Crop]:
+def instance_crops(masks: Masks) -> Crops:
     """One image's instances cropped to their bounding boxes, on the host.
 
     Args:
@@ -201,6 +236,7 @@ def dense_tables(masks: Sequence[Tensor]) -> SummedAreaTables:
     """Whole-image summed-area tables of binary ``(N, H, W)`` masks, built
     on their device (used for masks that already live on an accelerator, so
     that nothing is copied to the host)."""
+    device = masks[0].device
     tables, layouts, start = [], [], 0
     for image in masks:
         num, height, width = image.shape
@@ -208,16 +244,18 @@ def dense_tables(masks: Sequence[Tensor]) -> SummedAreaTables:
                                 dtype=torch.int32)
         table[:, 1:, 1:] = (image != 0).int().cumsum(
             1, dtype=torch.int32).cumsum(2, dtype=torch.int32)
+        layout = torch.tensor([0, 0, width, height, start, width + 1, 0],
+                              device=device).repeat(num, 1)
+        layout[:, 4] += torch.arange(num, device=device) * table[0].numel()
+        layout[:, 6] = table[:, height, width]
         tables.append(table.flatten())
-        size = (height + 1) * (width + 1)
-        layouts += [(start + k * size, 0, 0, height, width)
-                    for k in range(num)]
+        layouts.append(layout)
         start += table.numel()
-    device = masks[0].device
-    return SummedAreaTables(
-        torch.cat(tables) if tables else torch.zeros(1, dtype=torch.int32,
-                                                    device=device),
-        torch.tensor(layouts, dtype=torch.int64).reshape(-1, 5).to(device))
+    if not tables:
+        return SummedAreaTables(
+            torch.zeros(1, dtype=torch.int32, device=device),
+            torch.zeros((0, 7), dtype=torch.int64, device=device))
+    return SummedAreaTables(torch.cat(tables), torch.cat(layouts))
 
 
 def batch_tables(masks: Sequence[Masks],
@@ -227,8 +265,10 @@ def batch_tables(masks: Sequence[Masks],
     where ``offset_i`` counts the instances of the images before it."""
     if all(isinstance(m, Tensor) and m.device.type != 'cpu' for m in masks):
         return dense_tables(masks)
-    crops = [crop for image in masks for crop in instance_crops(image)]
-    return SummedAreaTables.from_crops(crops, device)
+    images = [instance_crops(image) for image in masks]
+    return SummedAreaTables.from_crops(
+        chain.from_iterable(image.crops for image in images),
+        sum(image.capacity for image in images), device)
 
 
 def area_ratios(boxes: Sequence[Tensor], gt_inds: Sequence[Tensor],
@@ -256,9 +296,9 @@ def area_ratios(boxes: Sequence[Tensor], gt_inds: Sequence[Tensor],
         image_inds.long() + int(offset)
         for image_inds, offset in zip(gt_inds, offsets)
     ])
-    inside, whole = (area.float() for area in tables.box_areas(boxes, inds))
-    return torch.where(whole > 0, inside / whole.clamp(min=1),
-                       torch.zeros_like(inside))
+    inside, whole = tables.box_areas(boxes, inds)
+    # inside <= whole, so an instance with no pixel gives 0 / 1
+    return inside.float() / whole.clamp(min=1).float()
 
 
 def gt_area_ratios(boxes: Tensor, gt_inds: Tensor, masks: Masks) -> Tensor:

@@ -150,15 +150,18 @@ class MaskIoUHead(MMDetMaskIoUHead):
             raise ValueError(
                 f'{mask_targets.size(0)} mask targets for {ratios.numel()} '
                 'positive proposals')
-        binary = mask_preds.float() > logit(rcnn_train_cfg.mask_thr_binary)
-        target = mask_targets > 0.5
-        overlap = (binary & target).flatten(1).sum(1).float()
-        whole_area = target.flatten(1).sum(1) / ratios.clamp(min=1e-12)
-        union = binary.flatten(1).sum(1) + whole_area - overlap
-        # no instance pixel inside the proposal (or none at all): IoU 0
-        defined = (ratios > 0) & (union > 0)
-        return torch.where(defined, overlap / union.clamp(min=1e-12),
-                           torch.zeros_like(union))
+        binary = mask_preds.flatten(1).float() > logit(
+            rcnn_train_cfg.mask_thr_binary)
+        target = mask_targets.flatten(1) > 0.5
+        # pixels of the prediction, of the target and of both: one exact
+        # integer reduction
+        pred_area, target_area, overlap = torch.stack(
+            [binary, target, binary & target]).view(torch.uint8).sum(
+                2, dtype=torch.int32)
+        # ratio 0 (no instance pixel inside the proposal) makes the whole
+        # area inf (IoU 0) or 0 / 0; an empty union is 0 / 0 too: NaN -> 0
+        union = pred_area + target_area / ratios - overlap
+        return torch.nan_to_num(overlap / union, nan=0.0)
 
     def predict_by_feat(self,
                         mask_iou_preds: Sequence[Tensor],
