@@ -104,6 +104,14 @@ def score_per_iou_bin(pairs: Dict[str, np.ndarray], path: str) -> None:
     _save(fig, path)
 
 
+def best_detections(detections: Sequence[dict],
+                    min_score: float = GRID_MIN_SCORE) -> List[dict]:
+    """The detections whose mask score is at least ``min_score``, best
+    first."""
+    return sorted((d for d in detections if d['mask_score'] >= min_score),
+                  key=lambda d: -d['mask_score'])
+
+
 def _draw(ax: plt.Axes, img: np.ndarray, detections: List[dict],
           class_names: Dict[int, str]) -> None:
     """Overlay masks (one colour each) labelled by their mask score."""
@@ -152,9 +160,8 @@ def detection_grid(detections: Sequence[dict], image_paths: Dict[int, str],
             raise FileNotFoundError(
                 f'detection_grid: cannot read image {image_id} at '
                 f'{image_paths[image_id]}')
-        shown = sorted((d for d in detections if d['image_id'] == image_id
-                        and d['mask_score'] >= GRID_MIN_SCORE),
-                       key=lambda d: -d['mask_score'])[:GRID_TOP_K]
+        shown = best_detections(
+            [d for d in detections if d['image_id'] == image_id])[:GRID_TOP_K]
         _draw(ax, cv2.cvtColor(img, cv2.COLOR_BGR2RGB), shown, class_names)
         ax.set_title(osp.basename(image_paths[image_id]), fontsize=8)
     _save(fig, path)
@@ -200,8 +207,7 @@ def draw_image(img: np.ndarray, detections: Sequence[dict],
     Returns:
         list[dict]: The detections drawn, best mask score first.
     """
-    shown = sorted((d for d in detections if d['mask_score'] >= min_score),
-                   key=lambda d: -d['mask_score'])
+    shown = best_detections(detections, min_score)
     height, width = img.shape[:2]
     fig, ax = plt.subplots(figsize=(width / DPI, height / DPI))
     fig.subplots_adjust(0, 0, 1, 1)

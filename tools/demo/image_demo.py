@@ -38,11 +38,12 @@ def parse_args():
 def main():
     args = parse_args()
     model = init_detector(args.config, args.checkpoint, device=args.device)
-    img = mmcv.imread(args.img, channel_order='rgb')
-    result = inference_detector(model, mmcv.rgb2bgr(img))
+    img = mmcv.imread(args.img)  # BGR, as the test pipeline expects
+    result = inference_detector(model, img)
     detections = instances_to_detections(result.pred_instances)
     names = dict(enumerate(model.dataset_meta['classes']))
-    shown = draw_image(img, detections, names, args.out_file, args.min_score)
+    shown = draw_image(mmcv.bgr2rgb(img), detections, names, args.out_file,
+                       args.min_score)
     print(f'{len(detections)} detections, {len(shown)} with a mask score '
           f'>= {args.min_score} drawn to {args.out_file}')
     if args.json:
