@@ -12,7 +12,8 @@ from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 
 from ms_rcnn_mm.models import MaskIoUHead, gt_area_ratios
-from ms_rcnn_mm.models.area_ratio import area_ratios, dense_tables
+from ms_rcnn_mm.models.area_ratio import (SummedAreaTables, area_ratios,
+                                         bitmap_crops, dense_tables)
 
 MASK_SIZE = 28
 TRAIN_CFG = ConfigDict(mask_thr_binary=0.5)
@@ -268,6 +269,30 @@ def test_dense_tables_of_device_masks_give_the_same_ratios():
     torch.testing.assert_close(area_ratios(boxes, inds, bitmaps), got.float())
 
 
+def test_host_tables_give_the_same_areas_as_numpy_and_as_tensors():
+    """The lookup runs in NumPy for CPU proposals and in torch once the
+    tables are moved to the proposals' device (CUDA in training; the CPU
+    here runs the same torch code)."""
+    rng = np.random.default_rng(8)
+    masks = ragged_masks(rng, 6, 37, 64)
+    boxes = random_boxes(rng, 40, 37, 64, integer=False)
+    inds = torch.as_tensor(rng.integers(0, 6, 40))
+    crops = bitmap_crops(masks)
+    host = SummedAreaTables.from_crops(crops.crops, crops.capacity)
+    inside, whole = host.box_areas(boxes.numpy(), inds.numpy())
+    assert isinstance(inside, np.ndarray)
+    on_device = host.to(torch.device('cpu'))
+    inside_t, whole_t = on_device.box_areas(boxes, inds)
+    assert isinstance(inside_t, torch.Tensor)
+    np.testing.assert_array_equal(inside_t.numpy(), inside)
+    np.testing.assert_array_equal(whole_t.numpy(), whole)
+    np.testing.assert_array_equal(whole, masks.sum((1, 2))[inds.numpy()])
+    want = [reference_ratio(b, masks[g])
+            for b, g in zip(boxes.tolist(), inds.tolist())]
+    np.testing.assert_allclose(inside / np.maximum(whole, 1), want,
+                               atol=1e-6)
+
+
 def test_half_precision_inputs_give_float32_targets():
     samples, gts, masks_np, logits, targets = make_case(6, integer=False)
     got = MaskIoUHead(num_classes=3).get_targets(samples, gts, logits.half(),
@@ -276,3 +301,31 @@ def test_half_precision_inputs_give_float32_targets():
     want = expected(samples, masks_np, logits.half().float(), targets, 0.5)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason='CUDA targets need a GPU; none here')
+@pytest.mark.parametrize('masks_on', ['host', 'device'])
+def test_cuda_targets_match_the_cpu_ones_without_synchronising(masks_on):
+    """Host masks with proposals on the GPU (tables copied there), and masks
+    already on the GPU (tables built there): same targets as on the CPU, and
+    no device-to-host synchronisation."""
+    samples, gts, _, logits, targets = make_case(9, integer=False)
+    want = MaskIoUHead().get_targets(samples, gts, logits, targets,
+                                     TRAIN_CFG)
+    cuda = torch.device('cuda')
+    samples = [SimpleNamespace(pos_priors=s.pos_priors.to(cuda),
+                               pos_assigned_gt_inds=s.pos_assigned_gt_inds.to(
+                                   cuda)) for s in samples]
+    if masks_on == 'device':
+        gts = [InstanceData(masks=torch.from_numpy(g.masks.masks).to(cuda))
+               for g in gts]
+    head = MaskIoUHead().to(cuda)
+    logits, targets = logits.to(cuda), targets.to(cuda)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        got = head.get_targets(samples, gts, logits, targets, TRAIN_CFG)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    torch.testing.assert_close(got.cpu(), want, atol=1e-6, rtol=1e-5)

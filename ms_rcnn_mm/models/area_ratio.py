@@ -12,11 +12,13 @@ occupies (one pass over the masks, reading 4 pixels at a time, finds the
 rows; the columns are found in those rows only), and each crop becomes a
 summed-area table (OpenCV's ``integral``) right after it is found, while its
 pixels are still in the CPU's caches; the tables of every instance of the
-batch are written into one buffer, which goes to the proposals' device in
-one copy. Masks given as a tensor on an accelerator
-get whole-image tables built there (:func:`dense_tables`). Every proposal's
-areas are then one gather of five table entries, for all proposals of the
-batch at once. Nothing travels from the device to the host.
+batch are written into one buffer. For proposals on the CPU the lookups run
+on it in NumPy (whose small operations cost a fraction of torch's); for
+proposals on an accelerator it goes to their device in one copy. Masks
+given as a tensor on an accelerator get whole-image tables built there
+(:func:`dense_tables`). Every proposal's areas are then one gather of five
+table entries, for all proposals of the batch at once. Nothing travels from
+the device to the host.
 
 Pixel convention: pixel ``(y, x)`` lies inside a box ``(x1, y1, x2, y2)`` when
 its centre ``(x + 0.5, y + 0.5)`` satisfies ``x1 <= x + 0.5 < x2`` and
@@ -68,12 +70,6 @@ def table_size(crop: Crop) -> int:
     return (height + 1) * (width + 1)
 
 
-def _span(occupied: np.ndarray) -> tuple:
-    """First and one-past-last True of a 1-D bool array with a True."""
-    return (int(occupied.argmax()),
-            len(occupied) - int(occupied[::-1].argmax()))
-
-
 def _words(masks: np.ndarray) -> np.ndarray:
     """``masks`` read a :data:`WORD` at a time where the width allows it."""
     return masks.view(WORD) if masks.shape[-1] % WORD.itemsize == 0 else masks
@@ -94,26 +90,25 @@ def bitmap_crops(masks: np.ndarray) -> Crops:
     words = _words(masks)
     occupied = (torch.from_numpy(words).amax(2) > 0).numpy()
     nonempty = occupied.any(1)
-    first = occupied.argmax(1)
-    last = height - occupied[:, ::-1].argmax(1)
-    heights = np.where(nonempty, last - first, 0)
+    first = np.where(nonempty, occupied.argmax(1), 0)
+    last = np.where(nonempty, height - occupied[:, ::-1].argmax(1), 0)
     return Crops(
-        _column_crops(masks, words, nonempty.tolist(), first.tolist(),
-                      last.tolist()),
-        int(((heights + 1) * (width + 1)).sum()))
+        _column_crops(masks, words, first.tolist(), last.tolist()),
+        int(((last - first + 1) * (width + 1)).sum()))
 
 
-def _column_crops(masks: np.ndarray, words: np.ndarray, nonempty: List[bool],
-                  first: List[int], last: List[int]) -> Iterable[Crop]:
-    """Crops of :func:`bitmap_crops`, given each mask's occupied rows."""
+def _column_crops(masks: np.ndarray, words: np.ndarray, first: List[int],
+                  last: List[int]) -> Iterable[Crop]:
+    """Crops of :func:`bitmap_crops`, given each mask's occupied rows
+    (``first == last`` for an empty mask)."""
     step = masks.shape[2] // words.shape[2]
-    for mask, mask_words, keep, y0, y1 in zip(masks, words, nonempty, first,
-                                              last):
-        if not keep:
+    for mask, mask_words, y0, y1 in zip(masks, words, first, last):
+        if y0 == y1:
             yield Crop.empty()
             continue
-        x0, x1 = _span(mask_words[y0:y1].max(0) > 0)
-        yield Crop(y0, x0 * step, mask[y0:y1, x0 * step:x1 * step])
+        occupied = mask_words[y0:y1].max(0).nonzero()[0]
+        x0, x1 = occupied[0] * step, (occupied[-1] + 1) * step
+        yield Crop(y0, x0, mask[y0:y1, x0:x1])
 
 
 def polygon_crops(masks: PolygonMasks) -> Crops:
@@ -144,75 +139,105 @@ def _polygon_crop(polygons: list, height: int, width: int) -> Crop:
     return Crop(int(y0), int(x0), mask_util.decode(mask_util.merge(rles)))
 
 
+Array = Union[np.ndarray, Tensor]
+
+
 class SummedAreaTables:
-    """Summed-area tables of many instances, in one flat tensor.
+    """Summed-area tables of many instances, in one flat array.
 
     Instance ``i`` covers image rows ``y0 <= r <= y1`` and columns
     ``x0 <= c <= x1`` of its table: entry ``table[base + r * stride + c]``
     counts its pixels above image row ``r`` and left of image column ``c``.
+    Tables built from host crops are NumPy arrays until :meth:`to` moves
+    them to a device; the lookups run wherever the tables are.
 
     Args:
-        table (Tensor): The flat tables, int32.
-        layout (Tensor): ``(N, 7)`` int64 rows of
+        table (np.ndarray | Tensor): The flat tables, int32.
+        layout (np.ndarray | Tensor): ``(N, 7)`` int64 rows of
             ``(x0, y0, x1, y1, base, stride, area)``, ``area`` being the
             instance's whole pixel count.
     """
 
-    def __init__(self, table: Tensor, layout: Tensor) -> None:
+    def __init__(self, table: Array, layout: Array) -> None:
         self.table = table
         self.layout = layout
 
     @classmethod
-    def from_crops(cls, crops: Iterable[Crop], capacity: int,
-                   device: torch.device) -> 'SummedAreaTables':
+    def from_crops(cls, crops: Iterable[Crop],
+                   capacity: int) -> 'SummedAreaTables':
         """Build the tables on the host (OpenCV's ``integral``, each written
         in place into one buffer of ``capacity`` entries as soon as its crop
-        is drawn) and move them with one copy each."""
+        is drawn)."""
         table = np.empty(max(capacity, 1), np.int32)
-        layout, start = [], 0
+        origins, sizes, start = [], [], 0
         for y0, x0, pixels in crops:
             height, width = pixels.shape
             end = start + (height + 1) * (width + 1)
-            sums = table[start:end].reshape(height + 1, width + 1)
-            cv2.integral(pixels, sum=sums, sdepth=cv2.CV_32S)
-            layout.append((x0, y0, x0 + width, y0 + height,
-                           start - y0 * (width + 1) - x0, width + 1,
-                           int(sums[height, width])))
+            cv2.integral(pixels, sum=table[start:end].reshape(
+                height + 1, width + 1), sdepth=cv2.CV_32S)
+            origins.append((x0, y0))
+            sizes.append((width, height))
             start = end
+        origin = np.array(origins, np.int64).reshape(-1, 2)
+        size = np.array(sizes, np.int64).reshape(-1, 2)
+        stride = size[:, 0] + 1
+        ends = np.cumsum(stride * (size[:, 1] + 1))
+        starts = ends - stride * (size[:, 1] + 1)
         return cls(
-            torch.from_numpy(table[:max(start, 1)]).to(device,
-                                                       non_blocking=True),
-            torch.tensor(layout, dtype=torch.int64).reshape(-1, 7).to(
-                device, non_blocking=True))
+            table[:max(start, 1)],
+            np.column_stack([
+                origin, origin + size,
+                starts - origin[:, 1] * stride - origin[:, 0], stride,
+                table[ends - 1]
+            ]))
 
-    def box_areas(self, boxes: Tensor, inds: Tensor) -> Tuple[Tensor, Tensor]:
+    def to(self, device: torch.device) -> 'SummedAreaTables':
+        """The tables as tensors on ``device`` (one copy each)."""
+        return SummedAreaTables(
+            torch.as_tensor(self.table).to(device, non_blocking=True),
+            torch.as_tensor(self.layout).to(device, non_blocking=True))
+
+    def box_areas(self, boxes: Array, inds: Array) -> Tuple[Array, Array]:
         """Pixels of instance ``inds[k]`` inside ``boxes[k]``, and in all.
 
         One gather reads, per box, the four table entries at the corners of
-        the pixels it holds.
+        the pixels it holds. The same code serves NumPy and torch.
 
         Args:
-            boxes (Tensor): ``(n, 4)`` float boxes ``(x1, y1, x2, y2)``.
-            inds (Tensor): ``(n, )`` instance of each box.
+            boxes (np.ndarray | Tensor): ``(n, 4)`` float boxes
+                ``(x1, y1, x2, y2)``, of the tables' array type.
+            inds (np.ndarray | Tensor): ``(n, )`` instance of each box.
 
         Returns:
-            tuple[Tensor, Tensor]: ``(n, )`` pixel counts inside the boxes
-            (int32) and of the whole instances (int64).
+            tuple: ``(n, )`` pixel counts inside the boxes (int32) and of
+            the whole instances (int64).
         """
+        xp = torch if isinstance(self.table, Tensor) else np
         layout = self.layout[inds]
+        low, high = layout[:, 0:2], layout[:, 2:4]
         # first and one-past-last pixel whose centre lies inside the box,
         # ((x, y) near, (x, y) far), clipped to the instance's table; a far
         # corner before the near one holds no pixel
-        corners = torch.ceil(boxes - 0.5).long().view(-1, 2, 2)
-        near = torch.clamp(corners[:, 0], layout[:, 0:2], layout[:, 2:4])
-        far = torch.clamp(corners[:, 1], near, layout[:, 2:4])
-        xs, ys = torch.stack([near, far], 2).unbind(1)
-        rows = ys * layout[:, 5:6] + layout[:, 4:5]
+        corners = _first_pixel_inside(boxes).reshape(-1, 2, 2)
+        near = xp.minimum(xp.maximum(corners[:, 0], low), high)
+        far = xp.minimum(xp.maximum(corners[:, 1], near), high)
+        rows = xp.stack([near[:, 1], far[:, 1]], 1) * layout[:, 5:6] + \
+            layout[:, 4:5]
+        cols = xp.stack([near[:, 0], far[:, 0]], 1)
         # entries (r0, c0) (r0, c1) / (r1, c0) (r1, c1): the inside count is
         # their second difference along both axes
-        entries = self.table[rows[:, :, None] + xs[:, None, :]]
-        inside = entries.diff(dim=1).diff(dim=2).view(-1)
+        entries = self.table[rows[:, :, None] + cols[:, None, :]]
+        inside = entries[:, 1, 1] - entries[:, 1, 0] - entries[:, 0, 1] + \
+            entries[:, 0, 0]
         return inside, layout[:, 6]
+
+
+def _first_pixel_inside(coords: Array) -> Array:
+    """Index of the first pixel whose centre is at or after each
+    coordinate, as int64."""
+    if isinstance(coords, Tensor):
+        return torch.ceil(coords - 0.5).long()
+    return np.ceil(coords - 0.5).astype(np.int64)
 
 
 def instance_crops(masks: Masks) -> Crops:
@@ -260,15 +285,17 @@ def dense_tables(masks: Sequence[Tensor]) -> SummedAreaTables:
 
 def batch_tables(masks: Sequence[Masks],
                  device: torch.device) -> SummedAreaTables:
-    """Summed-area tables of every instance of the batch, in one buffer on
-    ``device``; instance ``j`` of image ``i`` is entry ``offset_i + j``
-    where ``offset_i`` counts the instances of the images before it."""
+    """Summed-area tables of every instance of the batch, in one buffer, on
+    ``device`` (as NumPy arrays for the CPU); instance ``j`` of image ``i``
+    is entry ``offset_i + j`` where ``offset_i`` counts the instances of the
+    images before it."""
     if all(isinstance(m, Tensor) and m.device.type != 'cpu' for m in masks):
         return dense_tables(masks)
     images = [instance_crops(image) for image in masks]
-    return SummedAreaTables.from_crops(
+    tables = SummedAreaTables.from_crops(
         chain.from_iterable(image.crops for image in images),
-        sum(image.capacity for image in images), device)
+        sum(image.capacity for image in images))
+    return tables if device.type == 'cpu' else tables.to(device)
 
 
 def area_ratios(boxes: Sequence[Tensor], gt_inds: Sequence[Tensor],
@@ -296,7 +323,9 @@ def area_ratios(boxes: Sequence[Tensor], gt_inds: Sequence[Tensor],
         image_inds.long() + int(offset)
         for image_inds, offset in zip(gt_inds, offsets)
     ])
-    inside, whole = tables.box_areas(boxes, inds)
+    if isinstance(tables.table, np.ndarray):
+        boxes, inds = boxes.numpy(), inds.numpy()
+    inside, whole = map(torch.as_tensor, tables.box_areas(boxes, inds))
     # inside <= whole, so an instance with no pixel gives 0 / 1
     return inside.float() / whole.clamp(min=1).float()
 
