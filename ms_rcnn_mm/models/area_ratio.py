@@ -181,8 +181,9 @@ class SummedAreaTables:
         origin = np.array(origins, np.int64).reshape(-1, 2)
         size = np.array(sizes, np.int64).reshape(-1, 2)
         stride = size[:, 0] + 1
-        ends = np.cumsum(stride * (size[:, 1] + 1))
-        starts = ends - stride * (size[:, 1] + 1)
+        entries = stride * (size[:, 1] + 1)
+        ends = np.cumsum(entries)
+        starts = ends - entries
         return cls(
             table[:max(start, 1)],
             np.column_stack([
