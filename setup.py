@@ -17,12 +17,17 @@ distribution>/ms_rcnn_mm/.mim``.
   site-packages does not hide the package itself. The checkout also gets
   ``ms_rcnn_mm/.mim`` as symbolic links (mmdet's ``add_mim_extension`` in
   develop mode), for processes that find the distribution there.
+
+Builds one C extension, ``ms_rcnn_mm.models._box_areas`` (the CPU kernel of
+the MaskIoU targets' area ratios, ``ms_rcnn_mm/models/csrc``), with OpenMP.
+It is optional: where it cannot be built the package falls back to its
+NumPy path, and says so when it is first used.
 """
 import os
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
@@ -94,4 +99,13 @@ class BuildPyWithMim(build_py):
             link_checkout_mim()
 
 
-setup(cmdclass={'build_py': BuildPyWithMim})
+#: the CPU kernel of ``ms_rcnn_mm/models/area_ratio.py``; OpenMP gives it the
+#: thread pool torch already runs (one libgomp in the process)
+BOX_AREAS = Extension(
+    f'{PACKAGE}.models._box_areas',
+    sources=[f'{PACKAGE}/models/csrc/box_areas.c'],
+    extra_compile_args=['-O3', '-fopenmp'],
+    extra_link_args=['-fopenmp'],
+    optional=True)
+
+setup(cmdclass={'build_py': BuildPyWithMim}, ext_modules=[BOX_AREAS])

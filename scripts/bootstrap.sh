@@ -23,8 +23,11 @@ shipped_files() {
     | grep -v __pycache__
 }
 
+# The C sources count too: the editable install holds the extension they
+# were compiled into.
 inputs_hash() {
-  { cat "$CONSTRAINTS" setup.cfg setup.py MANIFEST.in scripts/bootstrap.sh; shipped_files; } \
+  { cat "$CONSTRAINTS" setup.cfg setup.py MANIFEST.in scripts/bootstrap.sh \
+      ms_rcnn_mm/models/csrc/*.c; shipped_files; } \
     | sha256sum | cut -d' ' -f1
 }
 

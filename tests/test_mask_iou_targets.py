@@ -1,6 +1,9 @@
 """MaskIoU targets: brute-force reference, mmdet parity, polygons, edge
 cases."""
 import math
+import re
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,14 +12,26 @@ import torch
 from mmdet.models.roi_heads.mask_heads import MaskIoUHead as MMDetMaskIoUHead
 from mmdet.structures.mask import BitmapMasks, PolygonMasks
 from mmengine.config import ConfigDict
+from helpers import REPO
 from mmengine.structures import InstanceData
 
-from ms_rcnn_mm.models import MaskIoUHead, gt_area_ratios
+from ms_rcnn_mm.models import MaskIoUHead, area_ratio, gt_area_ratios
 from ms_rcnn_mm.models.area_ratio import (SummedAreaTables, area_ratios,
                                          bitmap_crops, dense_tables)
 
 MASK_SIZE = 28
 TRAIN_CFG = ConfigDict(mask_thr_binary=0.5)
+KERNEL = area_ratio._box_areas
+
+
+@pytest.fixture(params=['kernel', 'numpy'])
+def host_path(request, monkeypatch):
+    """Runs a test with the compiled kernel and with the NumPy path (what a
+    machine without a C compiler gets) for bitmap masks on the host."""
+    if request.param == 'numpy':
+        monkeypatch.setattr(area_ratio, '_box_areas', None)
+        monkeypatch.setattr(area_ratio, '_WARNED', True)
+    return request.param
 
 
 def ragged_masks(rng, num, height, width):
@@ -122,7 +137,7 @@ def expected(samples, masks_np, logits, targets, thr):
 
 @pytest.mark.parametrize('integer', [True, False])
 @pytest.mark.parametrize('thr', [0.5, 0.3])
-def test_targets_match_brute_force_reference(integer, thr):
+def test_targets_match_brute_force_reference(integer, thr, host_path):
     samples, gts, masks_np, logits, targets = make_case(1, integer)
     head = MaskIoUHead(num_classes=3)
     got = head.get_targets(samples, gts, logits, targets,
@@ -166,7 +181,7 @@ def test_matches_mmdet_with_logit_threshold_zero_on_integer_boxes():
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
 
 
-def test_any_proposal_gives_finite_targets_in_unit_interval():
+def test_any_proposal_gives_finite_targets_in_unit_interval(host_path):
     rng = np.random.default_rng(3)
     height, width = 50, 70
     masks = ragged_masks(rng, 4, height, width)
@@ -232,7 +247,7 @@ def test_polygon_masks_give_the_targets_of_their_bitmaps():
     assert ((from_bitmaps > 0) & (from_bitmaps < 1)).sum() > 32
 
 
-def test_tensor_masks_and_empty_inputs():
+def test_tensor_masks_and_empty_inputs(host_path):
     rng = np.random.default_rng(5)
     masks = ragged_masks(rng, 5, 40, 40)
     boxes = random_boxes(rng, 30, 40, 40, integer=False)
@@ -301,6 +316,141 @@ def test_half_precision_inputs_give_float32_targets():
     want = expected(samples, masks_np, logits.half().float(), targets, 0.5)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
 
+
+
+def brute_force_areas(masks, boxes, inds):
+    """Nonzero pixels of each box's instance inside it, and in all."""
+    inside, whole = [], []
+    for box, g in zip(boxes.tolist(), inds.tolist()):
+        height, width = masks[g].shape
+        x0, x1 = (min(max(math.ceil(v - 0.5), 0), width) for v in box[0::2])
+        y0, y1 = (min(max(math.ceil(v - 0.5), 0), height)
+                  for v in box[1::2])
+        inside.append(np.count_nonzero(masks[g][y0:y1, x0:x1]))
+        whole.append(np.count_nonzero(masks[g]))
+    return np.array(inside), np.array(whole)
+
+
+@pytest.mark.parametrize('height,width', [(37, 61), (20, 8), (9, 131),
+                                          (64, 96), (7, 6), (6, 33)])
+def test_kernel_and_tables_count_the_pixels_of_any_mask_width(height, width):
+    """Widths with and without a remainder of 8 and 32 pixels (the kernel
+    reads rows 32 pixels at a time), instances with no pixel, with every
+    pixel, and with no box; boxes anywhere."""
+    rng = np.random.default_rng(height * 1000 + width)
+    masks = ragged_masks(rng, 7, height, width)
+    masks[1] = 1  # every pixel
+    masks[2, rng.integers(0, height), rng.integers(0, width)] = 1  # one
+    inds = rng.integers(0, 6, 50)  # instance 6 has no box
+    boxes = random_boxes(rng, 50, height, width, integer=False).numpy()
+    # mirrored left-right or upside down: no pixel inside
+    boxes[::5] = boxes[::5, [2, 1, 0, 3]]
+    boxes[1::5] = boxes[1::5, [0, 3, 2, 1]]
+    want = brute_force_areas(masks, boxes, inds)
+    assert want[0].min() == 0 and want[0].max() > 0
+    got = area_ratio.kernel_box_areas(masks, boxes, inds)
+    crops = bitmap_crops(masks)
+    tables = SummedAreaTables.from_crops(crops.crops, crops.capacity)
+    for areas in (got, tables.box_areas(boxes, inds)):
+        np.testing.assert_array_equal(areas[0], want[0])
+        np.testing.assert_array_equal(areas[1], want[1])
+
+
+@pytest.mark.parametrize('dtype', [np.bool_, np.int64, np.float32])
+def test_any_nonzero_mask_value_is_a_pixel(dtype, host_path):
+    rng = np.random.default_rng(11)
+    masks = ragged_masks(rng, 5, 30, 45)
+    inds = torch.as_tensor(rng.integers(0, 5, 40))
+    boxes = jittered_boxes(rng, masks, inds, integer=False)
+    want = gt_area_ratios(boxes, inds, BitmapMasks(masks, 30, 45))
+    assert ((want > 0) & (want < 1)).sum() > 10
+    scaled = (masks * 7).astype(dtype)  # 7 (True for bool) inside
+    got = gt_area_ratios(boxes, inds, BitmapMasks(scaled, 30, 45))
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_kernel_runs_on_torch_threads(monkeypatch):
+    """The kernel takes torch.get_num_threads() threads, from the one OpenMP
+    runtime of the process (torch's), so it never oversubscribes the
+    cores torch's workers spin on."""
+    assert area_ratio.kernel_available()
+    teams = []
+
+    class Spy:
+
+        @staticmethod
+        def box_areas(*args):
+            teams.append(KERNEL.box_areas(*args))
+            return teams[-1]
+
+    monkeypatch.setattr(area_ratio, '_box_areas', Spy)
+    rng = np.random.default_rng(12)
+    masks = ragged_masks(rng, 6, 40, 40)
+    boxes = random_boxes(rng, 30, 40, 40, integer=False).numpy()
+    inds = rng.integers(0, 6, 30)
+    threads = torch.get_num_threads()
+    try:
+        for wanted in (1, 2):
+            torch.set_num_threads(wanted)
+            area_ratio.kernel_box_areas(masks, boxes, inds)
+    finally:
+        torch.set_num_threads(threads)
+    assert teams == [1, 2]
+    with open('/proc/self/maps') as maps:
+        runtimes = {line.split()[-1] for line in maps if 'libgomp' in line}
+    assert len(runtimes) == 1, runtimes
+
+
+def test_kernel_rejects_inconsistent_input():
+    masks = np.zeros((3, 10, 12), np.uint8)
+    boxes = np.zeros((4, 4), np.float32)
+    with pytest.raises(IndexError, match=r'indices 0\.\.3 for 3 instances'):
+        area_ratio.kernel_box_areas(masks, boxes, np.array([0, 1, 2, 3]))
+    corners = np.zeros((4, 4), np.int64)
+    inside, whole = np.zeros(4, np.int64), np.zeros(3, np.int64)
+    with pytest.raises(ValueError, match='masks: 360 bytes, expected 363'):
+        KERNEL.box_areas(masks, (3, 11, 11), corners, np.array([0, 1, 2, 4]),
+                         inside, whole, 1)
+    with pytest.raises(ValueError, match='starts must rise'):
+        KERNEL.box_areas(masks, masks.shape, corners, np.array([0, 3, 2, 4]),
+                         inside, whole, 1)
+
+
+def test_numpy_path_says_once_that_the_kernel_is_missing(monkeypatch):
+    rng = np.random.default_rng(13)
+    masks = BitmapMasks(ragged_masks(rng, 4, 20, 30), 20, 30)
+    boxes = random_boxes(rng, 10, 20, 30, integer=False)
+    inds = torch.as_tensor(rng.integers(0, 4, 10))
+    want = gt_area_ratios(boxes, inds, masks)
+    monkeypatch.setattr(area_ratio, '_box_areas', None)
+    monkeypatch.setattr(area_ratio, '_WARNED', False)
+    monkeypatch.setattr(area_ratio, '_KERNEL_ERROR', 'no module _box_areas')
+    with pytest.warns(UserWarning, match='kernel is missing .no module'):
+        got = gt_area_ratios(boxes, inds, masks)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        gt_area_ratios(boxes, inds, masks)
+
+
+@pytest.mark.parametrize('path', ['compiled kernel', 'NumPy'])
+def test_speed_benchmark_runs_both_paths_and_agrees_with_mmdet(path):
+    """The benchmark of the README table, on a small case: it reports the
+    path it timed, both speed-ups, and our targets equal mmdet's."""
+    command = [
+        sys.executable,
+        str(REPO / 'tools' / 'analysis_tools' /
+            'benchmark_mask_iou_targets.py'), '--images', '1', '--height',
+        '512', '--width', '512', '--instances', '4', '--positives', '24',
+        '--repeats', '2'
+    ] + (['--no-kernel'] if path == 'NumPy' else [])
+    out = subprocess.run(command, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f'host path: {path}' in out.stdout
+    assert len(re.findall(r'ms +\d+\.\dx\n', out.stdout)) == 2
+    diff = re.search(r'max \|ours - mmdet\| = (\S+)', out.stdout).group(1)
+    assert float(diff) < 1e-4
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(),

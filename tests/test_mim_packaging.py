@@ -26,12 +26,14 @@ from pathlib import Path
 from mim.utils import get_installed_path
 from mmengine.config import Config
 import ms_rcnn_mm
+from ms_rcnn_mm.models import area_ratio
 installed = get_installed_path('ms_rcnn_mm')
 cfg = Config.fromfile(
     f'{installed}/.mim/configs/ms-rcnn/ms-rcnn_r50_fpn_1x_coco.py')
 print(installed)
 print(ms_rcnn_mm.__file__)
 print(cfg.model.type, cfg.model.roi_head.mask_iou_head.type)
+print(area_ratio._box_areas.__file__)
 '''
 MODEL = 'ms_rcnn_mm.MaskScoringRCNN ms_rcnn_mm.MaskIoUHead'
 
@@ -49,7 +51,7 @@ def probe(tmp_path, env=None):
     out = subprocess.run([sys.executable, '-c', PROBE], capture_output=True,
                          text=True, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout.splitlines()[-3:]
+    return out.stdout.splitlines()[-4:]
 
 
 @pytest.fixture(scope='module')
@@ -83,10 +85,12 @@ def test_wheel_install_is_where_mim_looks(wheel, tmp_path):
         capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     env = dict(os.environ, PYTHONPATH=str(target))
-    installed, module, model = probe(tmp_path, env)
+    installed, module, model, kernel = probe(tmp_path, env)
     assert installed == str(target / 'ms_rcnn_mm')
     assert module == str(target / 'ms_rcnn_mm' / '__init__.py')
     assert model == MODEL
+    # the wheel carries the compiled MaskIoU-target kernel
+    assert Path(kernel).parent == target / 'ms_rcnn_mm' / 'models'
     copied = target / 'ms_rcnn_mm' / '.mim' / 'tools' / 'train.py'
     assert copied.read_bytes() == (REPO / 'tools' / 'train.py').read_bytes()
 
@@ -95,9 +99,10 @@ def test_editable_install_forwards_to_the_checkout(tmp_path):
     """This venv's editable install: a ``.mim`` of forwarding stubs in
     site-packages (what mim and mmengine find from any folder), the
     package itself imported from the checkout."""
-    installed, module, model = probe(tmp_path)
+    installed, module, model, kernel = probe(tmp_path)
     assert module == str(REPO / 'ms_rcnn_mm' / '__init__.py')
     assert model == MODEL
+    assert Path(kernel).parent == REPO / 'ms_rcnn_mm' / 'models'
     mim = Path(installed, '.mim')
     for path in shipped_files():
         stub = mim / path.relative_to(REPO)

@@ -6,18 +6,23 @@ mask target only covers the part inside the proposal. The ratio
 ``area inside the proposal / whole area`` recovers it. mmdet 3.3.0 computes
 it with a per-proposal NumPy loop and a device-to-host copy per image.
 
-Here, where the masks live (on the host for mmdet's ``BitmapMasks`` and
-``PolygonMasks``), each instance is cropped to the rows and 4-pixel words it
-occupies (one pass over the masks, reading 4 pixels at a time, finds the
-rows; the columns are found in those rows only), and each crop becomes a
-summed-area table (OpenCV's ``integral``) right after it is found, while its
-pixels are still in the CPU's caches; the tables of every instance of the
-batch are written into one buffer. For proposals on the CPU the lookups run
-on it in NumPy (whose small operations cost a fraction of torch's); for
-proposals on an accelerator it goes to their device in one copy. Masks
-given as a tensor on an accelerator get whole-image tables built there
-(:func:`dense_tables`). Every proposal's areas are then one gather of five
-table entries, for all proposals of the batch at once. Nothing travels from
+Where the proposals are on the CPU, each image's bitmap masks go to a
+compiled kernel (``csrc/box_areas.c``, built by ``setup.py``) that runs on
+torch's threads, one instance at a time: it reads the instance's rows once,
+32 pixels at a time, to find its bounding box; the edges of the instance's
+proposals cut that box into a grid, and a second pass over the box (still
+in the CPU's caches) counts the pixels of each grid cell, which makes the
+grid's summed-area table; each proposal reads four of its entries.
+Instances no proposal refers to are not read.
+
+Polygon masks, and bitmap masks where the kernel could not be built, take
+the NumPy path: each instance is cropped to the rows and 4-pixel words it
+occupies (one pass over the masks finds the rows; the columns are found in
+those rows only), each crop becomes a summed-area table (OpenCV's
+``integral``) and every proposal is one gather of four table entries, for
+all proposals at once. For proposals on an accelerator these host tables go
+to their device in one copy; masks given as a tensor on an accelerator get
+whole-image tables built there (:func:`dense_tables`). Nothing travels from
 the device to the host.
 
 Pixel convention: pixel ``(y, x)`` lies inside a box ``(x1, y1, x2, y2)`` when
@@ -26,8 +31,10 @@ its centre ``(x + 0.5, y + 0.5)`` satisfies ``x1 <= x + 0.5 < x2`` and
 produces the mask targets. On integer boxes it is the crop
 ``mask[y1:y2, x1:x2]``.
 """
+import warnings
 from itertools import chain
-from typing import Iterable, List, NamedTuple, Sequence, Tuple, Union
+from typing import (Iterable, List, NamedTuple, Optional, Sequence, Tuple,
+                    Union)
 
 import cv2
 import numpy as np
@@ -35,6 +42,13 @@ import pycocotools.mask as mask_util
 import torch
 from mmdet.structures.mask import BitmapMasks, PolygonMasks
 from torch import Tensor
+
+try:
+    from . import _box_areas
+    _KERNEL_ERROR = ''
+except ImportError as error:  # setup.py could not compile it here
+    _box_areas = None
+    _KERNEL_ERROR = str(error)
 
 Masks = Union[BitmapMasks, PolygonMasks, Tensor]
 #: word read when scanning masks for non-empty rows: 4 pixels of 0/1 bytes
@@ -70,6 +84,15 @@ def table_size(crop: Crop) -> int:
     return (height + 1) * (width + 1)
 
 
+def mask_bytes(masks: np.ndarray) -> np.ndarray:
+    """Binary ``(N, H, W)`` masks as C-contiguous bytes (wider types become
+    0/1 bytes: nonzero is a pixel)."""
+    masks = np.ascontiguousarray(masks)
+    if masks.dtype.itemsize != 1:
+        masks = masks != 0
+    return masks.view(np.uint8)
+
+
 def _words(masks: np.ndarray) -> np.ndarray:
     """``masks`` read a :data:`WORD` at a time where the width allows it."""
     return masks.view(WORD) if masks.shape[-1] % WORD.itemsize == 0 else masks
@@ -83,7 +106,7 @@ def bitmap_crops(masks: np.ndarray) -> Crops:
     of each mask are found, in its occupied rows only, when its crop is
     drawn from the returned iterator.
     """
-    masks = np.ascontiguousarray(masks).view(np.uint8)
+    masks = mask_bytes(masks)
     num, height, width = masks.shape
     if num == 0 or height * width == 0:
         return Crops([Crop.empty()] * num, num)
@@ -250,12 +273,84 @@ def instance_crops(masks: Masks) -> Crops:
     """
     if isinstance(masks, PolygonMasks):
         return polygon_crops(masks)
+    bitmap = host_bitmap(masks)
+    if bitmap is None:
+        raise TypeError('gt masks must be BitmapMasks, PolygonMasks or a '
+                        f'Tensor, got {type(masks).__name__}')
+    return bitmap_crops(bitmap)
+
+
+def host_bitmap(masks: Masks) -> Optional[np.ndarray]:
+    """The ``(N, H, W)`` array of bitmap masks (``BitmapMasks`` or a
+    tensor) on the host; ``None`` for other masks."""
     if isinstance(masks, BitmapMasks):
-        return bitmap_crops(masks.masks)
+        return masks.masks
     if isinstance(masks, Tensor):
-        return bitmap_crops(masks.detach().to(torch.uint8).numpy())
-    raise TypeError('gt masks must be BitmapMasks, PolygonMasks or a '
-                    f'Tensor, got {type(masks).__name__}')
+        return masks.detach().cpu().numpy()
+    return None
+
+
+def kernel_box_areas(masks: np.ndarray, boxes: np.ndarray,
+                     inds: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """:meth:`SummedAreaTables.box_areas` of one image's bitmap masks,
+    computed by the compiled kernel (``csrc/box_areas.c``) on torch's CPU
+    threads.
+
+    Args:
+        masks (np.ndarray): ``(N, H, W)`` binary masks.
+        boxes (np.ndarray): ``(n, 4)`` float boxes ``(x1, y1, x2, y2)``.
+        inds (np.ndarray): ``(n, )`` instance of each box.
+
+    Returns:
+        tuple: ``(n, )`` int64 pixel counts inside the boxes and of the
+        whole instances.
+    """
+    masks = mask_bytes(masks)
+    num = len(masks)
+    inds = np.asarray(inds, np.int64)
+    if len(inds) and not 0 <= inds.min() <= inds.max() < num:
+        raise IndexError(f'gt instance indices {inds.min()}..{inds.max()} '
+                         f'for {num} instances')
+    # the kernel takes each instance's boxes together: sort them by instance
+    order = np.argsort(inds, kind='stable')
+    corners = _first_pixel_inside(np.asarray(boxes)[order])
+    starts = np.zeros(num + 1, np.int64)
+    np.cumsum(np.bincount(inds, minlength=num), out=starts[1:])
+    inside, whole = np.empty(len(inds), np.int64), np.empty(num, np.int64)
+    _box_areas.box_areas(masks, masks.shape, corners, starts, inside, whole,
+                         torch.get_num_threads())
+    unsorted = np.empty_like(inside)
+    unsorted[order] = inside
+    return unsorted, whole[inds]
+
+
+def host_box_areas(masks: Masks, boxes: np.ndarray,
+                   inds: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Pixels of one image's instance ``inds[k]`` inside ``boxes[k]``, and
+    in all, on the host: by the compiled kernel for bitmap masks, from
+    summed-area tables of the crops otherwise."""
+    bitmap = host_bitmap(masks)
+    if bitmap is not None and kernel_available(warn=True):
+        return kernel_box_areas(bitmap, boxes, inds)
+    crops = instance_crops(masks)
+    tables = SummedAreaTables.from_crops(crops.crops, crops.capacity)
+    return tables.box_areas(boxes, inds)
+
+
+def kernel_available(warn: bool = False) -> bool:
+    """Whether the compiled kernel was built; ``warn`` says once, with
+    the reason, when it was not."""
+    global _WARNED
+    if _box_areas is None and warn and not _WARNED:
+        _WARNED = True
+        warnings.warn(
+            'ms_rcnn_mm: the compiled MaskIoU-target kernel is missing '
+            f'({_KERNEL_ERROR}); the NumPy path is used, several times '
+            'slower. Reinstall with a C compiler with OpenMP (gcc).')
+    return _box_areas is not None
+
+
+_WARNED = False
 
 
 def dense_tables(masks: Sequence[Tensor]) -> SummedAreaTables:
@@ -287,16 +382,15 @@ def dense_tables(masks: Sequence[Tensor]) -> SummedAreaTables:
 def batch_tables(masks: Sequence[Masks],
                  device: torch.device) -> SummedAreaTables:
     """Summed-area tables of every instance of the batch, in one buffer, on
-    ``device`` (as NumPy arrays for the CPU); instance ``j`` of image ``i``
-    is entry ``offset_i + j`` where ``offset_i`` counts the instances of the
-    images before it."""
+    ``device`` (an accelerator); instance ``j`` of image ``i`` is entry
+    ``offset_i + j`` where ``offset_i`` counts the instances of the images
+    before it."""
     if all(isinstance(m, Tensor) and m.device.type != 'cpu' for m in masks):
         return dense_tables(masks)
     images = [instance_crops(image) for image in masks]
-    tables = SummedAreaTables.from_crops(
+    return SummedAreaTables.from_crops(
         chain.from_iterable(image.crops for image in images),
-        sum(image.capacity for image in images))
-    return tables if device.type == 'cpu' else tables.to(device)
+        sum(image.capacity for image in images)).to(device)
 
 
 def area_ratios(boxes: Sequence[Tensor], gt_inds: Sequence[Tensor],
@@ -315,18 +409,22 @@ def area_ratios(boxes: Sequence[Tensor], gt_inds: Sequence[Tensor],
         device; 0 where the instance has no pixel (zero-area masks) or none
         inside the box.
     """
-    boxes = torch.cat(list(boxes)).float()
-    if boxes.numel() == 0:
-        return boxes.new_zeros((0, ))
-    tables = batch_tables(masks, boxes.device)
-    offsets = np.cumsum([0] + [len(image) for image in masks[:-1]])
-    inds = torch.cat([
-        image_inds.long() + int(offset)
-        for image_inds, offset in zip(gt_inds, offsets)
-    ])
-    if isinstance(tables.table, np.ndarray):
-        boxes, inds = boxes.numpy(), inds.numpy()
-    inside, whole = map(torch.as_tensor, tables.box_areas(boxes, inds))
+    flat = torch.cat(list(boxes)).float()
+    if flat.numel() == 0:
+        return flat.new_zeros((0, ))
+    if flat.device.type == 'cpu':
+        inside, whole = map(np.concatenate, zip(*(
+            host_box_areas(image, image_boxes.detach().float().numpy(),
+                           image_inds.numpy())
+            for image, image_boxes, image_inds in zip(masks, boxes, gt_inds))))
+        inside, whole = torch.from_numpy(inside), torch.from_numpy(whole)
+    else:
+        tables = batch_tables(masks, flat.device)
+        offsets = np.cumsum([0] + [len(image) for image in masks[:-1]])
+        inside, whole = tables.box_areas(flat, torch.cat([
+            image_inds.long() + int(offset)
+            for image_inds, offset in zip(gt_inds, offsets)
+        ]))
     # inside <= whole, so an instance with no pixel gives 0 / 1
     return inside.float() / whole.clamp(min=1).float()
 

@@ -10,9 +10,14 @@ timed: warm (the inputs stay in the CPU's caches between calls) and cold (a
 64 MB buffer is read before every call, so the masks come from main memory,
 as when the data pipeline produced them long before).
 
+On the CPU our bitmap masks go through the compiled kernel
+(``ms_rcnn_mm/models/csrc/box_areas.c``); ``--no-kernel`` times the NumPy
+path that a machine without a C compiler gets.
+
 Example::
 
     python tools/analysis_tools/benchmark_mask_iou_targets.py
+    python tools/analysis_tools/benchmark_mask_iou_targets.py --no-kernel
     python tools/analysis_tools/benchmark_mask_iou_targets.py --device cuda
 
 On CUDA the run also checks, with ``torch.cuda.set_sync_debug_mode('error')``,
@@ -31,7 +36,7 @@ from mmdet.structures.mask import BitmapMasks
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 
-from ms_rcnn_mm.models import MaskIoUHead
+from ms_rcnn_mm.models import MaskIoUHead, area_ratio
 
 MASK_SIZE = 28
 
@@ -46,6 +51,10 @@ def parse_args():
     parser.add_argument('--repeats', type=int, default=50)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--no-kernel',
+        action='store_true',
+        help='time the NumPy path instead of the compiled kernel')
     return parser.parse_args()
 
 
@@ -104,6 +113,9 @@ def interleaved_medians_ms(fns, repeats, device, cold=False):
 
 def main():
     args = parse_args()
+    if args.no_kernel:
+        area_ratio._box_areas = None
+        area_ratio._WARNED = True  # no warning: the choice is the user's
     rng = np.random.default_rng(args.seed)
     samples, gts = zip(*(make_image(rng, args, args.device)
                          for _ in range(args.images)))
@@ -128,6 +140,10 @@ def main():
           f'device {args.device}, torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads; medians of {args.repeats} '
           'interleaved calls')
+    if args.device == 'cpu':
+        print('ms_rcnn_mm host path: ' +
+              ('compiled kernel' if area_ratio.kernel_available() else
+               'NumPy (no compiled kernel)'))
     print(f'{"caches":8s} {"mmdet 3.3.0":>12s} {"ms_rcnn_mm":>12s} '
           f'{"speed-up":>9s}')
     for cold in (False, True):
