@@ -49,6 +49,8 @@ try:
 except ImportError as error:  # setup.py could not compile it here
     _box_areas = None
     _KERNEL_ERROR = str(error)
+#: whether the missing kernel was reported (:func:`kernel_available`)
+_WARNED = False
 
 Masks = Union[BitmapMasks, PolygonMasks, Tensor]
 #: word read when scanning masks for non-empty rows: 4 pixels of 0/1 bytes
@@ -348,9 +350,6 @@ def kernel_available(warn: bool = False) -> bool:
             f'({_KERNEL_ERROR}); the NumPy path is used, several times '
             'slower. Reinstall with a C compiler with OpenMP (gcc).')
     return _box_areas is not None
-
-
-_WARNED = False
 
 
 def dense_tables(masks: Sequence[Tensor]) -> SummedAreaTables:
