@@ -4,6 +4,7 @@ every config with its baseline. ``mim train`` and ``mim test`` themselves
 run in test_zoo_tools.py."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -93,6 +94,57 @@ def test_wheel_install_is_where_mim_looks(wheel, tmp_path):
     assert Path(kernel).parent == target / 'ms_rcnn_mm' / 'models'
     copied = target / 'ms_rcnn_mm' / '.mim' / 'tools' / 'train.py'
     assert copied.read_bytes() == (REPO / 'tools' / 'train.py').read_bytes()
+
+
+#: what a build ignores in the checkout's copy: its own environment and
+#: builds (a built kernel would be packed as it is)
+NOT_SOURCES = ('.git', '.venv', 'build', 'dist', 'work_dirs', 'data', '*.so',
+               '*.egg-info', '.mim', '__pycache__', '.pytest_cache')
+FALLBACK_PROBE = '''
+import warnings
+import numpy as np
+import torch
+from mmdet.structures.mask import BitmapMasks
+from ms_rcnn_mm.models import area_ratio, gt_area_ratios
+masks = np.zeros((1, 10, 10), np.uint8)
+masks[0, 2:6, 2:6] = 1
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    ratio = gt_area_ratios(torch.tensor([[0., 0., 4., 10.]]),
+                           torch.tensor([0]), BitmapMasks(masks, 10, 10))
+print(area_ratio._box_areas, ratio.item())
+print(*[str(w.message) for w in caught])
+'''
+
+
+def test_install_without_a_c_compiler_falls_back_to_numpy(tmp_path):
+    """setup.py's kernel is optional: with no working compiler the wheel
+    is built without it, and the targets take the NumPy path, saying so."""
+    source = tmp_path / 'source'
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
+    env = dict(os.environ, CC='false', LDSHARED='false')
+    out = subprocess.run(
+        [sys.executable, '-m', 'pip', 'wheel', '--no-deps',
+         '--no-build-isolation', '--disable-pip-version-check', '-q', '-w',
+         str(tmp_path), str(source)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (wheel, ) = tmp_path.glob('ms_rcnn_mm-*.whl')
+    assert not [n for n in zipfile.ZipFile(wheel).namelist()
+                if n.endswith(('.so', '.pyd'))]
+    target = tmp_path / 'site'
+    out = subprocess.run(
+        [sys.executable, '-m', 'pip', 'install', '--no-deps', '-q',
+         '--disable-pip-version-check', '--target', str(target), str(wheel)],
+        capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = subprocess.run([sys.executable, '-c', FALLBACK_PROBE],
+                         capture_output=True, text=True, cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=str(target)))
+    assert out.returncode == 0, out.stderr[-3000:]
+    kernel, warning = out.stdout.splitlines()[-2:]
+    assert kernel == 'None 0.5'  # 8 of the 16 pixels lie left of x = 4
+    assert "kernel is missing (No module named 'ms_rcnn_mm.models." \
+        "_box_areas')" in warning
 
 
 def test_editable_install_forwards_to_the_checkout(tmp_path):

@@ -31,6 +31,7 @@ its centre ``(x + 0.5, y + 0.5)`` satisfies ``x1 <= x + 0.5 < x2`` and
 produces the mask targets. On integer boxes it is the crop
 ``mask[y1:y2, x1:x2]``.
 """
+import importlib
 import warnings
 from itertools import chain
 from typing import (Iterable, List, NamedTuple, Optional, Sequence, Tuple,
@@ -44,7 +45,7 @@ from mmdet.structures.mask import BitmapMasks, PolygonMasks
 from torch import Tensor
 
 try:
-    from . import _box_areas
+    _box_areas = importlib.import_module(f'{__package__}._box_areas')
     _KERNEL_ERROR = ''
 except ImportError as error:  # setup.py could not compile it here
     _box_areas = None
