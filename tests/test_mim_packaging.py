@@ -55,16 +55,30 @@ def probe(tmp_path, env=None):
     return out.stdout.splitlines()[-4:]
 
 
+def build_wheel(source, out_dir, env=None):
+    """``pip wheel`` of the checkout at ``source`` into ``out_dir``."""
+    pip('wheel', '--no-build-isolation', '-w', str(out_dir), str(source),
+        env=env)
+    (path, ) = Path(out_dir).glob('ms_rcnn_mm-*.whl')
+    return path
+
+
+def install_wheel(wheel, target):
+    pip('install', '--target', str(target), str(wheel))
+    return dict(os.environ, PYTHONPATH=str(target))
+
+
+def pip(*args, env=None):
+    out = subprocess.run(
+        [sys.executable, '-m', 'pip', *args, '--no-deps', '-q',
+         '--disable-pip-version-check'], capture_output=True, text=True,
+        env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
 @pytest.fixture(scope='module')
 def wheel(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp('wheel')
-    out = subprocess.run(
-        [sys.executable, '-m', 'pip', 'wheel', '--no-deps',
-         '--no-build-isolation', '--disable-pip-version-check', '-q', '-w',
-         str(out_dir), str(REPO)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    (path, ) = out_dir.glob('ms_rcnn_mm-*.whl')
-    return path
+    return build_wheel(REPO, tmp_path_factory.mktemp('wheel'))
 
 
 def test_wheel_holds_tools_configs_and_model_index(wheel):
@@ -80,13 +94,8 @@ def test_wheel_holds_tools_configs_and_model_index(wheel):
 
 def test_wheel_install_is_where_mim_looks(wheel, tmp_path):
     target = tmp_path / 'site'
-    out = subprocess.run(
-        [sys.executable, '-m', 'pip', 'install', '--no-deps', '-q',
-         '--disable-pip-version-check', '--target', str(target), str(wheel)],
-        capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    env = dict(os.environ, PYTHONPATH=str(target))
-    installed, module, model, kernel = probe(tmp_path, env)
+    installed, module, model, kernel = probe(
+        tmp_path, install_wheel(wheel, target))
     assert installed == str(target / 'ms_rcnn_mm')
     assert module == str(target / 'ms_rcnn_mm' / '__init__.py')
     assert model == MODEL
@@ -122,24 +131,13 @@ def test_install_without_a_c_compiler_falls_back_to_numpy(tmp_path):
     is built without it, and the targets take the NumPy path, saying so."""
     source = tmp_path / 'source'
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
-    env = dict(os.environ, CC='false', LDSHARED='false')
-    out = subprocess.run(
-        [sys.executable, '-m', 'pip', 'wheel', '--no-deps',
-         '--no-build-isolation', '--disable-pip-version-check', '-q', '-w',
-         str(tmp_path), str(source)], capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    (wheel, ) = tmp_path.glob('ms_rcnn_mm-*.whl')
+    wheel = build_wheel(source, tmp_path,
+                        dict(os.environ, CC='false', LDSHARED='false'))
     assert not [n for n in zipfile.ZipFile(wheel).namelist()
                 if n.endswith(('.so', '.pyd'))]
-    target = tmp_path / 'site'
-    out = subprocess.run(
-        [sys.executable, '-m', 'pip', 'install', '--no-deps', '-q',
-         '--disable-pip-version-check', '--target', str(target), str(wheel)],
-        capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
     out = subprocess.run([sys.executable, '-c', FALLBACK_PROBE],
                          capture_output=True, text=True, cwd=tmp_path,
-                         env=dict(os.environ, PYTHONPATH=str(target)))
+                         env=install_wheel(wheel, tmp_path / 'site'))
     assert out.returncode == 0, out.stderr[-3000:]
     kernel, warning = out.stdout.splitlines()[-2:]
     assert kernel == 'None 0.5'  # 8 of the 16 pixels lie left of x = 4
