@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 from mmdet.models.roi_heads.mask_heads import MaskIoUHead as MMDetMaskIoUHead
 from mmdet.structures.mask import BitmapMasks, PolygonMasks
 from mmengine.config import ConfigDict
-from helpers import REPO
 from mmengine.structures import InstanceData
 
 from ms_rcnn_mm.models import MaskIoUHead, area_ratio, gt_area_ratios
@@ -315,7 +315,6 @@ def test_half_precision_inputs_give_float32_targets():
     assert got.dtype == torch.float32
     want = expected(samples, masks_np, logits.half().float(), targets, 0.5)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
-
 
 
 def brute_force_areas(masks, boxes, inds):

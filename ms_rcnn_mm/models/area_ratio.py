@@ -88,8 +88,9 @@ def table_size(crop: Crop) -> int:
 
 
 def mask_bytes(masks: np.ndarray) -> np.ndarray:
-    """Binary ``(N, H, W)`` masks as C-contiguous bytes (wider types become
-    0/1 bytes: nonzero is a pixel)."""
+    """Binary ``(N, H, W)`` masks as C-contiguous bytes: one-byte masks as
+    they are (0/1, as ``BitmapMasks`` hold them), wider types as 0/1 bytes
+    (nonzero is a pixel)."""
     masks = np.ascontiguousarray(masks)
     if masks.dtype.itemsize != 1:
         masks = masks != 0
@@ -409,22 +410,23 @@ def area_ratios(boxes: Sequence[Tensor], gt_inds: Sequence[Tensor],
         device; 0 where the instance has no pixel (zero-area masks) or none
         inside the box.
     """
-    flat = torch.cat(list(boxes)).float()
-    if flat.numel() == 0:
-        return flat.new_zeros((0, ))
-    if flat.device.type == 'cpu':
+    device = boxes[0].device
+    if sum(len(image_boxes) for image_boxes in boxes) == 0:
+        return torch.zeros((0, ), device=device)
+    if device.type == 'cpu':
         inside, whole = map(np.concatenate, zip(*(
             host_box_areas(image, image_boxes.detach().float().numpy(),
                            image_inds.numpy())
             for image, image_boxes, image_inds in zip(masks, boxes, gt_inds))))
         inside, whole = torch.from_numpy(inside), torch.from_numpy(whole)
     else:
-        tables = batch_tables(masks, flat.device)
+        tables = batch_tables(masks, device)
         offsets = np.cumsum([0] + [len(image) for image in masks[:-1]])
-        inside, whole = tables.box_areas(flat, torch.cat([
+        inds = torch.cat([
             image_inds.long() + int(offset)
             for image_inds, offset in zip(gt_inds, offsets)
-        ]))
+        ])
+        inside, whole = tables.box_areas(torch.cat(list(boxes)).float(), inds)
     # inside <= whole, so an instance with no pixel gives 0 / 1
     return inside.float() / whole.clamp(min=1).float()
 

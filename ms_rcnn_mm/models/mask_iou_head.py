@@ -29,8 +29,8 @@ def overlap_counts(mask_preds: Tensor, mask_targets: Tensor,
     """Pixels of each binarised prediction (``logit > logit_thr``), of its
     binary target (``> 0.5``) and of both.
 
-    On the CPU the comparisons run in NumPy, several times faster there than
-    torch's (``tools/analysis_tools/benchmark_mask_iou_targets.py``).
+    On the CPU the comparisons run in NumPy: for 256 28x28 masks torch's
+    float comparison took 50-100 us, NumPy's 15 us.
 
     Args:
         mask_preds (Tensor): ``(n, h, w)`` mask logits.
