@@ -11,6 +11,7 @@
 Usage::
 
     python -m ms_rcnn_mm.demo [--work-dir work_dirs/demo] [--iters N]
+        [--seed N] [--cfg-options KEY=VALUE ...]
     # the same pipeline on a COCO dataset already on disk (no generation)
     python -m ms_rcnn_mm.demo --no-generate --data-root ROOT --config CFG
 """
@@ -22,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 from . import visualization
@@ -31,6 +32,8 @@ from .evaluation import MaskIoUQualityMetric
 
 #: warm-up of the demo config, shortened for shorter runs
 WARMUP_ITERS = 50
+#: seed of training (RoI sampling, data order, initialisation) by default
+DEFAULT_SEED = 0
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'demo' / 'ms-rcnn_r18-w32_fpn_synthetic.py'
 #: keys of summary.json taken from the metrics of the evaluation
@@ -38,12 +41,17 @@ SUMMARY_KEYS = {
     'bbox_mAP': 'coco/bbox_mAP',
     'segm_mAP': 'maskiou/segm_mAP',
     'segm_mAP_cls_score': 'maskiou/segm_mAP_cls_score',
+    'segm_mAP_maskness': 'maskiou/segm_mAP_maskness',
     'segm_mAP_gain': 'maskiou/segm_mAP_gain',
     'maskiou_pearson': 'maskiou/pearson',
     'maskiou_spearman': 'maskiou/spearman',
     'maskiou_pearson_all': 'maskiou/pearson_all',
     'maskiou_spearman_all': 'maskiou/spearman_all',
     'cls_score_pearson': 'maskiou/cls_score_pearson',
+    'cls_score_pearson_all': 'maskiou/cls_score_pearson_all',
+    'maskness_pearson': 'maskiou/maskness_pearson',
+    'maskness_pearson_all': 'maskiou/maskness_pearson_all',
+    'maskiou_ece': 'maskiou/ece',
     'num_matched': 'maskiou/num_matched',
     'num_detections': 'maskiou/num_detections',
 }
@@ -52,20 +60,26 @@ TABLE = (
     ('bbox_mAP', 'box AP (classification scores)'),
     ('segm_mAP', 'mask AP, ranked by cls x MaskIoU'),
     ('segm_mAP_cls_score', 'mask AP, ranked by cls alone'),
-    ('segm_mAP_gain', 'gain of mask scoring (AP)'),
+    ('segm_mAP_maskness', 'mask AP, ranked by cls x maskness'),
+    ('segm_mAP_gain', 'gain of mask scoring over cls alone (AP)'),
     ('maskiou_pearson', 'Pearson, predicted vs true MaskIoU (matched)'),
     ('maskiou_spearman', 'Spearman, predicted vs true MaskIoU (matched)'),
     ('cls_score_pearson', 'Pearson, cls score vs true MaskIoU (matched)'),
+    ('maskness_pearson', 'Pearson, maskness vs true MaskIoU (matched)'),
+    ('maskiou_ece', 'calibration error of the predicted MaskIoU (matched)'),
     ('maskiou_pearson_all', 'Pearson, predicted vs true MaskIoU (all)'),
     ('maskiou_spearman_all', 'Spearman, predicted vs true MaskIoU (all)'),
+    ('cls_score_pearson_all', 'Pearson, cls score vs true MaskIoU (all)'),
+    ('maskness_pearson_all', 'Pearson, maskness vs true MaskIoU (all)'),
     ('num_matched', 'detections matched to a GT (box IoU >= 0.5)'),
     ('num_detections', 'detections'),
     ('train_seconds', 'training wall time (s)'),
     ('eval_seconds', 'evaluation wall time (s)'),
+    ('seed', 'training seed'),
 )
 #: the figures written to the work dir
 FIGURES = ('maskiou_scatter.png', 'score_per_iou_bin.png',
-           'val_detections.png')
+           'reliability.png', 'val_detections.png')
 
 
 def parse_args(argv=None):
@@ -76,6 +90,13 @@ def parse_args(argv=None):
     parser.add_argument(
         '--iters', type=int, default=None,
         help="training iterations (default: the config's max_iters)")
+    parser.add_argument(
+        '--seed', type=int, default=DEFAULT_SEED,
+        help=f'training seed (default {DEFAULT_SEED})')
+    parser.add_argument(
+        '--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+        help='config overrides for training and evaluation, as mmdet\'s '
+        'tools/train.py --cfg-options')
     parser.add_argument('--num-train', type=int, default=300)
     parser.add_argument('--num-val', type=int, default=100)
     parser.add_argument(
@@ -97,13 +118,21 @@ def data_options(data_root: str) -> list:
     ]
 
 
+def parse_options(options: list) -> dict:
+    """``KEY=VALUE`` strings as mmengine's ``DictAction`` reads them."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--options', nargs='+', action=DictAction)
+    return vars(parser.parse_args(['--options', *options]))['options']
+
+
 def train(args) -> float:
     """Train with mmdet's tools/train.py; returns the wall time.
 
     Validation during training is switched off (``val_begin`` past the last
     iteration): the demo evaluates the last checkpoint once, afterwards.
     """
-    options = data_options(args.data_root)
+    options = data_options(args.data_root) + args.cfg_options + [
+        f'randomness.seed={args.seed}']
     max_iters = args.iters or Config.fromfile(
         args.config).train_cfg.max_iters
     options.append(f'train_cfg.val_begin={max_iters + 1}')
@@ -132,8 +161,8 @@ def evaluate(args) -> tuple:
         the wall time (s).
     """
     cfg = Config.fromfile(args.config)
-    cfg.merge_from_dict(dict(o.split('=', 1) for o in data_options(
-        args.data_root)))
+    cfg.merge_from_dict(parse_options(data_options(args.data_root) +
+                                      args.cfg_options))
     cfg.work_dir = args.work_dir
     cfg.test_evaluator[1]['keep_pairs'] = True
     last = Path(args.work_dir, 'last_checkpoint').read_text().strip()
@@ -154,9 +183,11 @@ def evaluate(args) -> tuple:
 def draw_figures(quality: MaskIoUQualityMetric, image_paths: dict,
                  work_dir: str) -> None:
     """Write :data:`FIGURES` to ``work_dir``."""
-    scatter, bins, grid = (osp.join(work_dir, name) for name in FIGURES)
+    scatter, bins, calibration, grid = (osp.join(work_dir, name)
+                                        for name in FIGURES)
     visualization.score_scatter(quality.pairs, scatter)
     visualization.score_per_iou_bin(quality.pairs, bins)
+    visualization.reliability(quality.pairs, calibration)
     class_names = {i: cat['name'] for i, cat in quality.coco.cats.items()}
     visualization.detection_grid(quality.detections, image_paths,
                                  class_names, grid)
@@ -175,14 +206,14 @@ def write_summary(work_dir: str, summary: dict) -> None:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    print(f'[demo] dataset: {args.data_root}', flush=True)
+    print(f'[demo] dataset: {args.data_root}, seed {args.seed}', flush=True)
     if not args.no_generate:
         generate(args.data_root, args.num_train, args.num_val)
     train_seconds = train(args)
     metrics, quality, image_paths, eval_seconds = evaluate(args)
     summary = {key: metrics[name] for key, name in SUMMARY_KEYS.items()}
     summary.update(train_seconds=round(train_seconds, 1),
-                   eval_seconds=round(eval_seconds, 1))
+                   eval_seconds=round(eval_seconds, 1), seed=args.seed)
     write_summary(args.work_dir, summary)
     draw_figures(quality, image_paths, args.work_dir)
     print(Path(args.work_dir, 'summary.md').read_text())

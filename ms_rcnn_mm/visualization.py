@@ -14,11 +14,14 @@ import matplotlib
 import numpy as np
 import pycocotools.mask as mask_util
 
+from .evaluation import calibration_bins, expected_calibration_error
+
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is set)
 
-#: the two scores compared in every figure: key of ``pairs``, label
-SCORES = (('predicted', 'MaskIoU head'), ('cls_score', 'classification score'))
+#: the scores compared in the figures: key of ``pairs``, label
+SCORES = (('predicted', 'MaskIoU head'), ('cls_score', 'classification score'),
+          ('maskness', 'maskness'))
 #: true-MaskIoU bins of the paper-style plot (Fig. 2 of the paper)
 IOU_BINS = np.linspace(0, 1, 11)
 #: figure resolution (dots per inch)
@@ -51,7 +54,7 @@ def score_scatter(pairs: Dict[str, np.ndarray], path: str) -> None:
         path (str): The PNG to write.
     """
     keep = pairs['matched']
-    fig, axes = plt.subplots(1, len(SCORES), figsize=(9, 4.2))
+    fig, axes = plt.subplots(1, len(SCORES), figsize=(4.5 * len(SCORES), 4.2))
     for ax, (key, title) in zip(axes, SCORES):
         ax.scatter(pairs['true'][keep], pairs[key][keep], s=4, alpha=0.5)
         ax.plot([0, 1], [0, 1], 'k--', lw=1, label='y = x')
@@ -100,6 +103,38 @@ def score_per_iou_bin(pairs: Dict[str, np.ndarray], path: str) -> None:
     ax.plot([0, 1], [0, 1], 'k--', lw=1, label='y = x')
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='true MaskIoU',
            ylabel='average score', title='average score per true-MaskIoU bin')
+    ax.legend(loc='upper left')
+    _save(fig, path)
+
+
+def reliability(pairs: Dict[str, np.ndarray], path: str) -> None:
+    """Reliability plot of the predicted MaskIoU over the matched detections.
+
+    Per bin of the prediction (:func:`~ms_rcnn_mm.evaluation.calibration_bins`
+    with :data:`~ms_rcnn_mm.evaluation.ECE_BINS` bins), the mean true MaskIoU
+    against the mean prediction, each point labelled with its count; a
+    calibrated head lies on y = x.
+
+    Args:
+        pairs (dict): As :func:`score_scatter`.
+        path (str): The PNG to write.
+    """
+    keep = pairs['matched']
+    pred, true = pairs['predicted'][keep], pairs['true'][keep]
+    bins = calibration_bins(pred, true)
+    full = bins['counts'] > 0
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    ax.plot(bins['predicted'][full], bins['true'][full], 'o-',
+            label='MaskIoU head')
+    for x, y, n in zip(bins['predicted'][full], bins['true'][full],
+                       bins['counts'][full]):
+        ax.annotate(str(n), (x, y), textcoords='offset points',
+                    xytext=(4, -10), fontsize=7)
+    ax.plot([0, 1], [0, 1], 'k--', lw=1, label='y = x')
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='mean predicted MaskIoU',
+           ylabel='mean true MaskIoU',
+           title=f'reliability (ECE {expected_calibration_error(pred, true):.3f}'
+           f', {len(pred)} matched)')
     ax.legend(loc='upper left')
     _save(fig, path)
 

@@ -25,8 +25,9 @@ FRUITS_NUTS = Path(os.environ.get('MS_RCNN_FRUITS_NUTS',
                                   'fruits_nuts'))
 #: what summary.json must hold (the issue's list)
 SUMMARY_KEYS = ('bbox_mAP', 'segm_mAP', 'segm_mAP_cls_score',
-                'segm_mAP_gain', 'maskiou_pearson', 'maskiou_spearman',
-                'train_seconds', 'eval_seconds')
+                'segm_mAP_maskness', 'segm_mAP_gain', 'maskiou_pearson',
+                'maskiou_spearman', 'maskness_pearson', 'maskiou_ece',
+                'train_seconds', 'eval_seconds', 'seed')
 
 
 def test_generator_is_deterministic_and_valid_coco(tmp_path):
@@ -95,7 +96,8 @@ def test_metric_against_a_hand_computed_case(tmp_path):
     metric = MaskIoUQualityMetric(str(ann_file), keep_pairs=True)
     metric.process({}, [dict(img_id=1, pred_instances=dict(
         masks=masks, bboxes=boxes, labels=torch.zeros(3, dtype=torch.long),
-        scores=cls, mask_ious=pred_iou, mask_scores=cls * pred_iou))])
+        scores=cls, mask_ious=pred_iou, mask_scores=cls * pred_iou,
+        maskness=torch.full((3, ), 0.9)))])
     out = metric.compute_metrics(metric.results)
     np.testing.assert_allclose(metric.pairs['true'], [1.0, 0.5, 0.0],
                                atol=1e-6)

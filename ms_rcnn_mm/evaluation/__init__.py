@@ -1,4 +1,9 @@
 """Metrics registered in the ``ms_rcnn_mm`` scope."""
-from .mask_iou_quality import MaskIoUQualityMetric, correlations
+from .mask_iou_quality import (ECE_BINS, MaskIoUQualityMetric,
+                               calibration_bins, correlations,
+                               expected_calibration_error)
 
-__all__ = ['MaskIoUQualityMetric', 'correlations']
+__all__ = [
+    'ECE_BINS', 'MaskIoUQualityMetric', 'calibration_bins', 'correlations',
+    'expected_calibration_error'
+]

@@ -1,7 +1,9 @@
-"""Does mask scoring help? Segm AP with and without it, and how well the
-predicted MaskIoU tracks the true one."""
+"""Does mask scoring help? Segm AP under three rankings of the same masks,
+and how well each score tracks the true MaskIoU."""
+import contextlib
+import io
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -17,9 +19,20 @@ from ..registry import METRICS
 #: box IoU at which a detection counts as matched to a same-class GT: the
 #: positives the MaskIoU head is trained on
 MATCH_IOU = 0.5
+#: the per-detection scores compared: metric-name stem, detection key.
+#: ``segm_mAP`` ranks by the mask score (cls x MaskIoU), as ``CocoMetric``.
+RANKINGS = (('segm_mAP', 'mask_score'), ('segm_mAP_cls_score', 'score'),
+            ('segm_mAP_maskness', 'maskness_score'))
+#: quality scores correlated with the true MaskIoU: name prefix, key
+QUALITY_SCORES = (('', 'mask_iou'), ('cls_score_', 'score'),
+                  ('maskness_', 'maskness'))
+#: bins of the expected calibration error of the predicted MaskIoU
+ECE_BINS = 10
+#: maximum detections per image in COCO's segm AP
+MAX_DETS = 100
 
 
-def correlations(pred: np.ndarray, true: np.ndarray) -> tuple:
+def correlations(pred: np.ndarray, true: np.ndarray) -> Tuple[float, float]:
     """Pearson and Spearman correlation; NaN with fewer than 3 points or
     no spread."""
     if len(pred) < 3 or np.ptp(pred) == 0 or np.ptp(true) == 0:
@@ -28,43 +41,108 @@ def correlations(pred: np.ndarray, true: np.ndarray) -> tuple:
             float(stats.spearmanr(pred, true)[0]))
 
 
-def segm_ap(coco: COCO, detections: List[dict], score_key: str) -> float:
-    """COCO segm mAP@[.5:.95] of ``detections`` ranked by ``score_key``."""
-    if not detections:
-        return 0.0
-    results = [dict(image_id=d['image_id'], category_id=d['category_id'],
-                    segmentation=d['segmentation'], score=d[score_key])
-               for d in detections]
-    evaluator = COCOeval(coco, coco.loadRes(results), 'segm')
-    evaluator.params.imgIds = sorted({d['image_id'] for d in detections})
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-    return float(evaluator.stats[0])
+def calibration_bins(pred: np.ndarray, true: np.ndarray,
+                     num_bins: int = ECE_BINS) -> Dict[str, np.ndarray]:
+    """Mean prediction, mean truth and count per equal-width bin of the
+    prediction on [0, 1] (the last bin holds 1.0); NaN means where empty."""
+    index = np.clip((pred * num_bins).astype(int), 0, num_bins - 1)
+    counts = np.bincount(index, minlength=num_bins)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return dict(
+            predicted=np.bincount(index, pred, num_bins) / counts,
+            true=np.bincount(index, true, num_bins) / counts,
+            counts=counts)
+
+
+def expected_calibration_error(pred: np.ndarray, true: np.ndarray,
+                               num_bins: int = ECE_BINS) -> float:
+    """Count-weighted mean of |mean prediction - mean truth| over the bins
+    of :func:`calibration_bins`; NaN without points."""
+    if len(pred) == 0:
+        return float('nan')
+    bins = calibration_bins(pred, true, num_bins)
+    full = bins['counts'] > 0
+    gaps = np.abs(bins['predicted'][full] - bins['true'][full])
+    return float((gaps * bins['counts'][full]).sum() / len(pred))
+
+
+class SharedIoUEval(COCOeval):
+    """COCO's segm evaluation with the mask IoUs computed once, outside.
+
+    ``ious[image_id]`` holds the IoU of every detection of the image (rows,
+    by ``row_of[detection id]``) with every ground truth of it (columns, by
+    ``col_of[annotation id]``; crowd columns as COCO computes them). Each
+    ranking of the same detections then reuses them: only the matching and
+    the accumulation run again.
+    """
+
+    def __init__(self, coco_gt: COCO, coco_dt: COCO, ious: Dict[int,
+                                                                np.ndarray],
+                 row_of: Dict[int, int], col_of: Dict[int, int]) -> None:
+        super().__init__(coco_gt, coco_dt, 'segm')
+        self.shared_ious, self.row_of, self.col_of = ious, row_of, col_of
+
+    def computeIoU(self, imgId: int, catId: int):  # noqa: N802 (COCO's)
+        gt, dt = self._gts[imgId, catId], self._dts[imgId, catId]
+        if not gt or not dt:
+            return []
+        # COCO's order: by score, stable, cut at maxDets
+        order = np.argsort([-d['score'] for d in dt], kind='mergesort')
+        rows = [self.row_of[dt[i]['id']]
+                for i in order[:self.params.maxDets[-1]]]
+        cols = [self.col_of[g['id']] for g in gt]
+        return self.shared_ious[imgId][np.ix_(rows, cols)]
+
+
+def segm_ap(evaluator: SharedIoUEval, img_ids: List[int],
+            cat_ids: List[int]) -> float:
+    """COCO segm AP@[.5:.95] (all areas, 100 detections) under the scores
+    the detections hold now; equals ``COCOeval.stats[0]``."""
+    params = evaluator.params
+    params.imgIds, params.catIds = img_ids, cat_ids
+    # AP@[.5:.95] reads only these: the other ranges and limits are skipped
+    params.areaRng, params.areaRngLbl = [[0, 1e10]], ['all']
+    params.maxDets = [MAX_DETS]
+    with contextlib.redirect_stdout(io.StringIO()):  # COCO's progress
+        evaluator.evaluate()
+        evaluator.accumulate()
+    precision = evaluator.eval['precision'][:, :, :, 0, 0]
+    valid = precision > -1
+    return float(precision[valid].mean()) if valid.any() else -1.0
 
 
 @METRICS.register_module()
 class MaskIoUQualityMetric(BaseMetric):
-    """Segm AP with and without mask scoring, and MaskIoU correlations.
+    """Segm AP under three rankings of the same masks, and how well each
+    score tracks the true MaskIoU.
 
-    From one model's predictions it reports:
+    It evaluates every image of the annotation file and maps labels to
+    categories through ``dataset_meta['classes']`` (:meth:`category_ids`),
+    as ``CocoMetric`` does, and returns, under its prefix (``maskiou/`` by default):
 
     - ``segm_mAP``: masks ranked by ``mask_scores`` (cls x MaskIoU);
-    - ``segm_mAP_cls_score``: the same masks ranked by the classification
-      score alone (Mask R-CNN's ranking), and ``segm_mAP_gain``;
-    - ``maskiou_pearson`` / ``maskiou_spearman``: predicted MaskIoU against
-      the true IoU of each predicted mask with its GT, over detections whose
-      box matches a same-class GT at IoU >= 0.5 (the population the head is
-      trained on), and ``cls_score_pearson`` for the classification score;
-    - ``maskiou_pearson_all`` / ``maskiou_spearman_all``: over all
-      detections (true IoU: best same-class GT, 0 if none); low by design,
-      the head never sees false positives.
+      ``segm_mAP_cls_score``: by the classification score alone (Mask
+      R-CNN's ranking; equals ``CocoMetric``'s segm AP without mask scores);
+      ``segm_mAP_maskness``: by cls x maskness (SOLOv2's training-free
+      score); ``segm_mAP_gain``: ``segm_mAP - segm_mAP_cls_score``;
+    - ``pearson``, ``spearman``: predicted MaskIoU against the true IoU of
+      each predicted mask with its GT, over the detections whose box matches
+      a same-class GT at IoU >= 0.5 (the population the head is trained
+      on); ``cls_score_pearson``, ``cls_score_spearman``,
+      ``maskness_pearson``, ``maskness_spearman``: the same for the
+      classification score and maskness;
+    - the six with ``_all`` appended: over all detections (true IoU: that of
+      the best same-class GT, 0 if none), where false positives count;
+    - ``ece``: expected calibration error of the predicted MaskIoU over the
+      matched detections (:data:`ECE_BINS` bins);
+    - ``num_matched``, ``num_detections``.
 
     Args:
         ann_file (str): COCO annotation file of the evaluated split.
         keep_pairs (bool): Keep the per-detection scores and true IoUs in
             :attr:`pairs` and the detections (COCO-style dicts with RLE
-            masks) in :attr:`detections`, for plots. Defaults to False.
+            masks, boxes as x1, y1, x2, y2) in :attr:`detections`, for
+            plots. Defaults to False.
         collect_device (str): As :class:`BaseMetric`. Defaults to 'cpu'.
         prefix (str, optional): Metric name prefix. Defaults to 'maskiou'.
     """
@@ -82,75 +160,161 @@ class MaskIoUQualityMetric(BaseMetric):
         self.pairs: Dict[str, np.ndarray] = {}
         self.detections: List[dict] = []
 
+    def category_ids(self) -> List[int]:
+        """The COCO category id of each label.
+
+        Label ``k`` is the ``k``-th category of the annotation file among
+        those named in ``dataset_meta['classes']`` (all of them without
+        dataset meta), in the file's order: how mmdet's ``CocoDataset``
+        numbers its labels and ``CocoMetric`` maps them back.
+
+        Raises:
+            KeyError: a class of ``dataset_meta`` is not a category of the
+                file (both are named).
+        """
+        if not self.dataset_meta or 'classes' not in self.dataset_meta:
+            return self.coco.getCatIds()
+        names = self.dataset_meta['classes']
+        known = [cat['name'] for cat in self.coco.dataset['categories']]
+        missing = [name for name in names if name not in known]
+        if missing:
+            raise KeyError(
+                f'classes {missing} of dataset_meta are not categories of the '
+                f'annotation file (it has {known})')
+        return self.coco.getCatIds(catNms=list(names))
+
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        cat_ids = self.category_ids()
         for sample in data_samples:
             pred = sample['pred_instances']
-            if 'mask_ious' not in pred:
+            missing = [k for k in ('mask_ious', 'maskness') if k not in pred]
+            if missing:
                 raise KeyError(
-                    'MaskIoUQualityMetric needs pred_instances.mask_ious: '
+                    f'MaskIoUQualityMetric needs pred_instances.{missing[0]}: '
                     'evaluate a model with ms_rcnn_mm.MaskScoringRoIHead')
             masks = pred['masks'].cpu().numpy().astype(np.uint8)
             rles = mask_util.encode(np.asfortranarray(masks.transpose(1, 2,
                                                                       0)))
-            # one entry per image: mmengine keeps `dataset size` entries
-            self.results.append([
-                dict(image_id=int(sample['img_id']),
-                     category_id=self.coco.getCatIds()[int(
-                         pred['labels'][k])],
-                     segmentation=rle,
-                     bbox=pred['bboxes'][k].cpu().numpy().tolist(),
-                     score=float(pred['scores'][k]),
-                     mask_score=float(pred['mask_scores'][k]),
-                     mask_iou=float(pred['mask_ious'][k]))
-                for k, rle in enumerate(rles)
-            ])
+            fields = zip(rles, pred['labels'].tolist(),
+                         pred['bboxes'].cpu().numpy().tolist(),
+                         *(pred[k].cpu().numpy().astype(float).tolist()
+                           for k in ('scores', 'mask_scores', 'mask_ious',
+                                     'maskness')))
+            # one entry per image, with or without detections: mmengine
+            # keeps `dataset size` entries
+            self.results.append((int(sample['img_id']), [
+                dict(segmentation=rle, category_id=cat_ids[label],
+                     box=box, score=score, mask_score=mask_score,
+                     mask_iou=mask_iou, maskness=maskness,
+                     maskness_score=score * maskness)
+                for rle, label, box, score, mask_score, mask_iou, maskness in
+                fields
+            ]))
 
-    def _true_ious(self, det: dict) -> tuple:
-        """(true mask IoU with the best same-class GT, box-matched?)."""
-        ann_ids = self.coco.getAnnIds(imgIds=[det['image_id']],
-                                      catIds=[det['category_id']],
-                                      iscrowd=False)
-        if not ann_ids:
-            return 0.0, False
-        anns = self.coco.loadAnns(ann_ids)
-        gt_rles = [self.coco.annToRLE(a) for a in anns]
-        mask_ious = mask_util.iou([det['segmentation']], gt_rles,
-                                  [0] * len(gt_rles))[0]
-        x1, y1, x2, y2 = det['bbox']
-        box_ious = mask_util.iou([[x1, y1, x2 - x1, y2 - y1]],
-                                 [a['bbox'] for a in anns],
-                                 [0] * len(anns))[0]
-        best = int(np.argmax(box_ious))
-        if box_ious[best] >= MATCH_IOU:
-            return float(mask_ious[best]), True
-        return float(mask_ious.max()), False
+    def _image_ious(self, image_id: int, dets: List[dict],
+                    cat_ids: List[int]) -> tuple:
+        """Mask IoUs of an image's detections with its ground truth, one
+        call for the whole image, and each detection's true MaskIoU.
+
+        Returns:
+            tuple: the ``(num_dets, num_gts)`` IoUs (COCO's, crowd columns
+            included), the ground-truth annotation ids of the columns, the
+            true MaskIoU ``(num_dets, )`` and whether each box matched.
+        """
+        anns = self.coco.loadAnns(self.coco.getAnnIds(
+            imgIds=[image_id], catIds=cat_ids))
+        crowd = np.array([bool(a.get('iscrowd', 0)) for a in anns], bool)
+        for ann in anns:  # decoded once: COCOeval reuses RLEs it is given
+            ann['segmentation'] = self.coco.annToRLE(ann)
+        ious = mask_util.iou([d['segmentation'] for d in dets],
+                             [a['segmentation'] for a in anns],
+                             crowd.astype(np.uint8).tolist())
+        ious = np.asarray(ious, dtype=np.float64).reshape(len(dets),
+                                                          len(anns))
+        ann_ids = [a['id'] for a in anns]
+        if not len(anns) or not len(dets):
+            return ious, ann_ids, np.zeros(len(dets)), np.zeros(len(dets),
+                                                                 bool)
+        boxes = np.array([d['box'] for d in dets], dtype=np.float64)
+        box_ious = np.asarray(mask_util.iou(
+            np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1),
+            [a['bbox'] for a in anns], [0] * len(anns))).reshape(ious.shape)
+        same = (np.array([d['category_id'] for d in dets])[:, None] ==
+                np.array([a['category_id'] for a in anns])[None]) & ~crowd
+        best = np.where(same, box_ious, -1).argmax(1)
+        rows = np.arange(len(dets))
+        matched = same.any(1) & (box_ious[rows, best] >= MATCH_IOU)
+        true = np.where(matched, ious[rows, best],
+                        np.where(same, ious, 0).max(1))
+        return ious, ann_ids, true, matched
+
+    def _average_precisions(self, results: list, cat_ids: List[int],
+                            ious: Dict[int, np.ndarray],
+                            gt_ids: Dict[int, List[int]]) -> Dict[str, float]:
+        """Segm AP of every ranking of :data:`RANKINGS`, sharing one IoU
+        pass."""
+        dets = [det for _, image in results for det in image]
+        if not dets:
+            return {name: 0.0 for name, _ in RANKINGS}
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = self.coco.loadRes([
+                dict(image_id=image_id, category_id=det['category_id'],
+                     segmentation=det['segmentation'], score=det['score'])
+                for image_id, image in results for det in image])
+        # loadRes numbers the detections 1.. in this order
+        row_of, det_id = {}, 1
+        for _, image in results:
+            for row in range(len(image)):
+                row_of[det_id] = row
+                det_id += 1
+        col_of = {ann_id: col for ids in gt_ids.values()
+                  for col, ann_id in enumerate(ids)}
+        img_ids = sorted(self.coco.getImgIds())
+        aps = {}
+        for name, key in RANKINGS:
+            for ann, det in zip(coco_dt.dataset['annotations'], dets):
+                ann['score'] = det[key]
+            aps[name] = segm_ap(
+                SharedIoUEval(self.coco, coco_dt, ious, row_of, col_of),
+                img_ids, cat_ids)
+        return aps
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         logger = MMLogger.get_current_instance()
-        results = [det for image in results for det in image]
-        true, matched = zip(*map(self._true_ious, results)) if results \
-            else ((), ())
-        true, matched = np.array(true), np.array(matched, bool)
-        pred = np.array([r['mask_iou'] for r in results])
-        cls = np.array([r['score'] for r in results])
-        with_scoring = segm_ap(self.coco, results, 'mask_score')
-        without = segm_ap(self.coco, results, 'score')
+        cat_ids = self.category_ids()
+        ious, gt_ids, true, matched = {}, {}, [], []
+        for image_id, dets in results:
+            (ious[image_id], gt_ids[image_id], image_true,
+             image_matched) = self._image_ious(image_id, dets, cat_ids)
+            true.append(image_true)
+            matched.append(image_matched)
+        true = np.concatenate(true) if true else np.zeros(0)
+        matched = np.concatenate(matched) if matched else np.zeros(0, bool)
+        dets = [det for _, image in results for det in image]
+        scores = {key: np.array([d[key] for d in dets], dtype=np.float64)
+                  for _, key in QUALITY_SCORES}
         metrics = OrderedDict(
-            segm_mAP=with_scoring, segm_mAP_cls_score=without,
-            segm_mAP_gain=with_scoring - without,
-            # floats: mmengine's JSON logs write integer metrics as null
-            num_matched=float(matched.sum()),
-            num_detections=float(len(results)))
+            self._average_precisions(results, cat_ids, ious, gt_ids))
+        metrics['segm_mAP_gain'] = (metrics['segm_mAP'] -
+                                    metrics['segm_mAP_cls_score'])
         for suffix, keep in (('', matched), ('_all', slice(None))):
-            pearson, spearman = correlations(pred[keep], true[keep])
-            metrics[f'pearson{suffix}'] = pearson
-            metrics[f'spearman{suffix}'] = spearman
-        metrics['cls_score_pearson'] = correlations(cls[matched],
-                                                    true[matched])[0]
+            for prefix, key in QUALITY_SCORES:
+                pearson, spearman = correlations(scores[key][keep],
+                                                 true[keep])
+                metrics[f'{prefix}pearson{suffix}'] = pearson
+                metrics[f'{prefix}spearman{suffix}'] = spearman
+        metrics['ece'] = expected_calibration_error(
+            scores['mask_iou'][matched], true[matched])
+        # floats: mmengine's JSON logs write integer metrics as null
+        metrics['num_matched'] = float(matched.sum())
+        metrics['num_detections'] = float(len(dets))
         if self.keep_pairs:
-            self.pairs = dict(predicted=pred, true=true, cls_score=cls,
-                              matched=matched)
-            self.detections = results
+            self.pairs = dict(predicted=scores['mask_iou'], true=true,
+                              cls_score=scores['score'],
+                              maskness=scores['maskness'], matched=matched)
+            self.detections = [
+                dict(det, image_id=image_id, bbox=det['box'])
+                for image_id, image in results for det in image]
         logger.info('mask scoring: ' + ', '.join(
             f'{k}={v:.4f}' for k, v in metrics.items()))
         return metrics

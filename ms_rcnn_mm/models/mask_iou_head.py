@@ -1,12 +1,11 @@
 """The MaskIoU head of Mask Scoring R-CNN (arXiv 1903.00241, Sec. 3.2)."""
-import inspect
 import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmdet.models.roi_heads.mask_heads import MaskIoUHead as MMDetMaskIoUHead
 from mmdet.models.task_modules.samplers import SamplingResult
-from mmdet.utils import ConfigType, InstanceList
+from mmdet.utils import ConfigType, InstanceList, OptMultiConfig
 from torch import Tensor
 
 from ..registry import MODELS
@@ -29,8 +28,8 @@ def overlap_counts(mask_preds: Tensor, mask_targets: Tensor,
     """Pixels of each binarised prediction (``logit > logit_thr``), of its
     binary target (``> 0.5``) and of both.
 
-    On the CPU the comparisons run in NumPy: for 256 28x28 masks torch's
-    float comparison took 50-100 us, NumPy's 15 us.
+    On the CPU the comparisons run in NumPy, which is faster than torch's
+    for these small arrays (docs/benchmarks.md).
 
     Args:
         mask_preds (Tensor): ``(n, h, w)`` mask logits.
@@ -52,62 +51,185 @@ def overlap_counts(mask_preds: Tensor, mask_targets: Tensor,
         for pixels in (binary, target, binary & target))
 
 
+#: the per-detection fields the MaskIoU head adds to ``pred_instances``
+MASK_SCORE_FIELDS = ('mask_ious', 'mask_scores', 'maskness')
+#: what the MaskIoU head reads of the predicted mask: ``'probability'``
+#: (its sigmoid, as mmdet's head and the authors' code) or ``'logit'``
+MASK_INPUTS = ('probability', 'logit')
+
+
+def select_class(preds: Tensor, labels: Tensor) -> Tensor:
+    """Pick each row's channel of its label; class-agnostic when 1 channel.
+
+    Args:
+        preds (Tensor): ``(n, C, ...)`` per-class predictions.
+        labels (Tensor): ``(n, )`` labels.
+
+    Returns:
+        Tensor: ``(n, ...)``.
+    """
+    if preds.size(1) == 1:
+        return preds[:, 0]
+    return preds[torch.arange(preds.size(0), device=preds.device), labels]
+
+
+def maskness(mask_preds: Tensor, prob_thr: float) -> Tensor:
+    """SOLOv2's maskness: the mean probability of each mask over its pixels
+    above ``prob_thr`` (0 for a mask without such a pixel).
+
+    Args:
+        mask_preds (Tensor): ``(n, h, w)`` mask logits.
+        prob_thr (float): Foreground probability threshold.
+
+    Returns:
+        Tensor: ``(n, )`` float32 in ``[0, 1]``.
+    """
+    probs = mask_preds.detach().float().sigmoid().flatten(1)
+    foreground = (probs > prob_thr).float()
+    return (probs * foreground).sum(1) / foreground.sum(1).clamp(min=1)
+
+
 @MODELS.register_module()
 class MaskIoUHead(MMDetMaskIoUHead):
     """Regresses the IoU between a predicted mask and its ground truth.
 
-    The architecture, the constructor arguments and the ``state_dict`` are
-    mmdet 3.3.0's ``MaskIoUHead`` (so its model-zoo checkpoints load as they
-    are): the RoI feature (``in_channels x roi_feat_size^2``) concatenated
-    with the 2x2 max-pooled mask probability of the target class, ``num_convs``
-    3x3 convs (the last with stride 2), ``num_fcs`` FCs and one IoU per class.
-    What differs is in the targets and the prediction:
+    The architecture and the ``state_dict`` are mmdet 3.3.0's ``MaskIoUHead``
+    (its model-zoo checkpoints load as they are): the RoI feature
+    (``in_channels x roi_feat_size^2``) concatenated with the 2x2 max-pooled
+    mask of the target class, ``num_convs`` 3x3 convs (the last with stride
+    2), ``num_fcs`` FCs and one IoU per class. What differs:
 
+    - ``mask_input`` says whether the head reads the mask's probability (the
+      default, what mmdet's head and the authors' code do: mmdet's
+      ``forward`` takes the sigmoid of the logits it is given) or its raw
+      logits;
     - the predicted mask is binarised at the probability
-      ``rcnn_train_cfg.mask_thr_binary``, not at that value of the logits;
+      ``rcnn_train_cfg.mask_thr_binary`` for the targets, not at that value
+      of the logits;
     - the whole-instance area comes from summed-area tables
       (:mod:`.area_ratio`), with no loop over proposals;
-    - :meth:`predict_by_feat` adds ``mask_ious`` and ``mask_scores`` and
-      leaves the classification ``scores`` alone.
+    - :meth:`predict_by_feat` adds ``mask_ious``, ``mask_scores`` and
+      ``maskness`` and leaves the classification ``scores`` alone.
 
     Loss. The default, ``MSELoss(loss_weight=0.5)`` averaged over the RoIs
-    whose target exceeds ``loss_target_thr=0.0``, is mmdet's convention. It
-    is the paper's "l2 loss with weight 1" written as ``1/2 * (p - t)^2``
-    averaged over positive RoIs; RoIs whose predicted mask misses the ground
-    truth entirely (target 0) are left out, as in mmdet. Set
-    ``loss_target_thr=None`` to train on every positive RoI.
+    whose target exceeds ``loss_target_thr=0.0``, is mmdet's convention: the
+    paper's l2 loss written as ``1/2 * (p - t)^2``. RoIs whose predicted
+    mask misses the ground truth entirely (target 0) are left out, as in
+    mmdet; ``loss_target_thr=None`` trains on every positive RoI.
 
     Args:
-        num_convs (int): Number of 3x3 convs. Defaults to 4.
-        num_fcs (int): Number of hidden FCs. Defaults to 2.
         roi_feat_size (int): Side of the RoI feature. Defaults to 14.
-        in_channels (int): Channels of the RoI feature. Defaults to 256.
-        conv_out_channels (int): Channels of the convs. Defaults to 256.
-        fc_out_channels (int): Width of the FCs. Defaults to 1024.
-        num_classes (int): Number of foreground classes. Defaults to 80.
-        loss_iou (dict): Config of the regression loss.
-            Defaults to ``dict(type='MSELoss', loss_weight=0.5)``.
+        mask_input (str): ``'probability'`` or ``'logit'``.
+            Defaults to ``'probability'``.
+        detach_mask (bool): Stop the MaskIoU loss's gradient into the mask
+            head (the authors' code does not). Defaults to False.
         loss_target_thr (float, optional): Only RoIs whose target is above
             it enter the loss; ``None`` keeps them all. Defaults to 0.0.
         init_cfg (dict or list[dict], optional): Initialisation, as mmdet's.
+        **kwargs: The other arguments of mmdet's ``MaskIoUHead``
+            (``num_convs=4``, ``num_fcs=2``, ``in_channels=256``,
+            ``conv_out_channels=256``, ``fc_out_channels=1024``,
+            ``num_classes=80``, ``loss_iou``).
 
     Raises:
         TypeError: a config key that is none of the above (the message lists
             the valid keys).
+        ValueError: ``mask_input`` is not one of :data:`MASK_INPUTS`.
     """
 
     def __init__(self,
-                 *args,
+                 roi_feat_size: int = 14,
+                 mask_input: str = 'probability',
+                 detach_mask: bool = False,
                  loss_target_thr: Optional[float] = 0.0,
                  **kwargs) -> None:
         check_keys(type(self), kwargs)
-        super().__init__(*args, **kwargs)
-        self.loss_target_thr = loss_target_thr
-        arguments = inspect.signature(MMDetMaskIoUHead.__init__).bind(
-            self, *args, **kwargs)
-        arguments.apply_defaults()
+        if mask_input not in MASK_INPUTS:
+            raise ValueError(
+                f'mask_iou_head.mask_input={mask_input!r}; expected one of '
+                f'{", ".join(map(repr, MASK_INPUTS))}')
+        super().__init__(roi_feat_size=roi_feat_size, **kwargs)
         #: side of the RoI feature it takes (mmdet's head does not keep it)
-        self.roi_feat_size = arguments.arguments['roi_feat_size']
+        self.roi_feat_size = roi_feat_size
+        self.mask_input = mask_input
+        self.detach_mask = detach_mask
+        self.loss_target_thr = loss_target_thr
+
+    def forward(self, mask_feat: Tensor, mask_preds: Tensor) -> Tensor:
+        """Predicted IoU of each RoI's mask, for every class.
+
+        Args:
+            mask_feat (Tensor): ``(n, in_channels, s, s)`` RoI features.
+            mask_preds (Tensor): ``(n, 2s, 2s)`` mask logits of one class.
+
+        Returns:
+            Tensor: ``(n, num_classes)``.
+        """
+        if self.detach_mask:
+            mask_preds = mask_preds.detach()
+        if self.mask_input == 'probability':
+            mask_preds = mask_preds.sigmoid()
+        x = torch.cat((mask_feat, self.max_pool(mask_preds.unsqueeze(1))), 1)
+        for conv in self.convs:
+            x = self.relu(conv(x))
+        x = x.flatten(1)
+        for fc in self.fcs:
+            x = self.relu(fc(x))
+        return self.fc_mask_iou(x)
+
+    def loss(self, mask_results: dict, sampling_results: List[SamplingResult],
+             batch_gt_instances: InstanceList,
+             rcnn_train_cfg: ConfigType) -> dict:
+        """The MaskIoU loss of the positive RoIs, from the mask branch's
+        results.
+
+        Args:
+            mask_results (dict): ``mask_feats`` ``(num_pos, C, s, s)``,
+                ``mask_preds`` ``(num_pos, num_classes or 1, 2s, 2s)`` and
+                ``mask_targets`` ``(num_pos, 2s, 2s)`` of the positive RoIs.
+            sampling_results (list[SamplingResult]): Per-image samples.
+            batch_gt_instances (list[InstanceData]): Per-image ground truth
+                with ``masks``.
+            rcnn_train_cfg (ConfigDict): R-CNN ``train_cfg``.
+
+        Returns:
+            dict: ``loss_mask_iou``.
+        """
+        labels = torch.cat([res.pos_gt_labels for res in sampling_results])
+        mask_preds = select_class(mask_results['mask_preds'], labels)
+        mask_iou_pred = select_class(
+            self(mask_results['mask_feats'], mask_preds), labels)
+        return dict(loss_mask_iou=self.loss_and_target(
+            mask_iou_pred, mask_preds, mask_results['mask_targets'],
+            sampling_results, batch_gt_instances,
+            rcnn_train_cfg)['loss_mask_iou'])
+
+    def predict(self, mask_results: dict, results_list: InstanceList,
+                rcnn_test_cfg: ConfigType,
+                rescore_boxes: bool = False) -> InstanceList:
+        """Score the masks of the detections of a batch.
+
+        Args:
+            mask_results (dict): ``mask_feats`` and ``mask_preds`` (logits,
+                before pasting) of every detection of the batch, in the order
+                of ``results_list``.
+            results_list (list[InstanceData]): Per-image detections with
+                ``scores`` and ``labels``.
+            rcnn_test_cfg (ConfigDict): R-CNN ``test_cfg``; maskness counts
+                the pixels above its ``mask_thr_binary``.
+            rescore_boxes (bool): As :meth:`predict_by_feat`.
+
+        Returns:
+            list[InstanceData]: As :meth:`predict_by_feat`.
+        """
+        labels = torch.cat([res.labels for res in results_list])
+        mask_preds = select_class(mask_results['mask_preds'], labels)
+        counts = [len(res) for res in results_list]
+        return self.predict_by_feat(
+            self(mask_results['mask_feats'], mask_preds).split(counts),
+            results_list,
+            maskness(mask_preds, rcnn_test_cfg.mask_thr_binary).split(counts),
+            rescore_boxes=rescore_boxes)
 
     def loss_and_target(self, mask_iou_pred: Tensor, mask_preds: Tensor,
                         mask_targets: Tensor,
@@ -188,6 +310,7 @@ class MaskIoUHead(MMDetMaskIoUHead):
     def predict_by_feat(self,
                         mask_iou_preds: Sequence[Tensor],
                         results_list: InstanceList,
+                        maskness: Optional[Sequence[Tensor]] = None,
                         rescore_boxes: bool = False) -> InstanceList:
         """Attach the predicted MaskIoU and the mask score to detections.
 
@@ -196,21 +319,25 @@ class MaskIoUHead(MMDetMaskIoUHead):
                 ``(num_det, num_classes)`` predicted IoUs.
             results_list (list[InstanceData]): Per-image detections with
                 ``scores`` and ``labels``.
+            maskness (Sequence[Tensor], optional): Per image, ``(num_det, )``
+                maskness (:func:`maskness`) to attach. Defaults to None.
             rescore_boxes (bool): Also overwrite ``scores`` with the mask
                 score, as mmdet 3.x does (for comparisons only).
                 Defaults to False.
 
         Returns:
             list[InstanceData]: The same detections, with ``mask_ious``
-            (predicted MaskIoU of the predicted class, clamped to [0, 1]) and
-            ``mask_scores`` (``scores * mask_ious``), both ``(num_det, )``.
+            (predicted MaskIoU of the predicted class, clamped to [0, 1]),
+            ``mask_scores`` (``scores * mask_ious``) and, when given,
+            ``maskness``, each ``(num_det, )``.
         """
-        for results, iou_pred in zip(results_list, mask_iou_preds):
-            labels = results.labels
-            ious = iou_pred[torch.arange(len(labels), device=labels.device),
-                            labels].float().clamp(0, 1)
+        for k, (results, iou_pred) in enumerate(
+                zip(results_list, mask_iou_preds)):
+            ious = select_class(iou_pred, results.labels).float().clamp(0, 1)
             results.mask_ious = ious
             results.mask_scores = results.scores * ious
+            if maskness is not None:
+                results.maskness = maskness[k]
             if rescore_boxes:
                 results.scores = results.mask_scores
         return results_list

@@ -1,6 +1,5 @@
 """The RoI head of Mask Scoring R-CNN: Mask R-CNN plus a MaskIoU branch."""
-from contextlib import contextmanager
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from mmdet.models.roi_heads import StandardRoIHead
@@ -8,50 +7,13 @@ from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.structures import SampleList
 from mmdet.structures.bbox import bbox2roi
 from mmdet.utils import ConfigType, InstanceList
+from mmengine.structures import InstanceData
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from ..registry import MODELS
 from .config_check import check_keys
-from .mask_iou_head import MaskIoUHead
-
-
-@contextmanager
-def recording(obj: object, method: str) -> Iterator[list]:
-    """Record what ``obj.method`` returns while the block runs.
-
-    Lets this head reuse the parent's ``mask_loss`` and ``predict_mask`` as
-    they are and still read their intermediate results (the mask targets,
-    the mask features), instead of copying the parents' bodies or computing
-    those results twice.
-    """
-    calls = []
-    original = getattr(obj, method)
-
-    def record(*args, **kwargs):
-        calls.append(original(*args, **kwargs))
-        return calls[-1]
-
-    setattr(obj, method, record)
-    try:
-        yield calls
-    finally:
-        delattr(obj, method)
-
-
-def select_class(preds: Tensor, labels: Tensor) -> Tensor:
-    """Pick each row's channel of its label; class-agnostic when 1 channel.
-
-    Args:
-        preds (Tensor): ``(n, C, ...)`` per-class predictions.
-        labels (Tensor): ``(n, )`` labels.
-
-    Returns:
-        Tensor: ``(n, ...)``.
-    """
-    if preds.size(1) == 1:
-        return preds[:, 0]
-    return preds[torch.arange(preds.size(0), device=preds.device), labels]
+from .mask_iou_head import MASK_SCORE_FIELDS, MaskIoUHead, select_class
 
 
 @MODELS.register_module()
@@ -66,7 +28,13 @@ class MaskScoringRoIHead(StandardRoIHead):
       R-CNN's);
     - ``mask_ious``: the predicted MaskIoU of its class, in [0, 1];
     - ``mask_scores``: ``scores * mask_ious``, which mmdet's ``CocoMetric``
-      uses to rank masks for segm AP.
+      uses to rank masks for segm AP;
+    - ``maskness``: SOLOv2's training-free mask quality (the mean
+      probability of the mask's pixels above ``test_cfg.mask_thr_binary``,
+      before pasting), a baseline for ``mask_ious``.
+
+    The head keeps no state between calls: one model can predict in several
+    threads at once.
 
     Args:
         mask_iou_head (dict): Config of the MaskIoU head; its type must be
@@ -124,18 +92,6 @@ class MaskScoringRoIHead(StandardRoIHead):
                 'output of the mask RoI extractor, '
                 f'mask_roi_extractor.roi_layer.output_size={out_size}')
 
-    def _mask_iou_forward(self, mask_results: dict,
-                          labels: Tensor) -> Tuple[Tensor, Tensor]:
-        """MaskIoU of each RoI's mask of class ``labels``.
-
-        Returns:
-            tuple[Tensor, Tensor]: the selected mask logits ``(n, h, w)`` and
-            the predicted IoUs of all classes ``(n, num_classes)``.
-        """
-        mask_preds = select_class(mask_results['mask_preds'], labels)
-        return mask_preds, self.mask_iou_head(mask_results['mask_feats'],
-                                              mask_preds)
-
     def forward(self,
                 x: Tuple[Tensor],
                 rpn_results_list: InstanceList,
@@ -152,33 +108,46 @@ class MaskScoringRoIHead(StandardRoIHead):
         mask_results = self._mask_forward(x, rois)
         cls_score = bbox_results['cls_score']
         labels = cls_score[:, :self.bbox_head.num_classes].argmax(1)
-        _, mask_iou_preds = self._mask_iou_forward(mask_results, labels)
+        mask_iou_preds = self.mask_iou_head(
+            mask_results['mask_feats'],
+            select_class(mask_results['mask_preds'], labels))
         return (cls_score, bbox_results['bbox_pred'],
                 mask_results['mask_preds'], mask_iou_preds)
+
+    def _positive_mask_forward(self, x: Tuple[Tensor],
+                               sampling_results: List[SamplingResult],
+                               bbox_feats: Tensor) -> dict:
+        """The mask branch on the positive RoIs: from the mask RoI extractor,
+        or from their bbox features when the extractor is shared."""
+        if not self.share_roi_extractor:
+            return self._mask_forward(
+                x, bbox2roi([res.pos_priors for res in sampling_results]))
+        # each image's sampled RoIs are its positives, then its negatives
+        pos_inds = torch.cat([
+            torch.arange(len(res.priors), device=bbox_feats.device) <
+            len(res.pos_priors) for res in sampling_results
+        ])
+        return self._mask_forward(x, pos_inds=pos_inds, bbox_feats=bbox_feats)
 
     def mask_loss(self, x: Tuple[Tensor],
                   sampling_results: List[SamplingResult], bbox_feats: Tensor,
                   batch_gt_instances: InstanceList) -> dict:
-        """The parent's mask loss plus ``loss_mask_iou`` on positive RoIs.
+        """The mask loss and ``loss_mask_iou`` of the positive RoIs.
 
         Returns:
-            dict: As :meth:`StandardRoIHead.mask_loss`, with
-            ``loss_mask_iou`` added to ``loss_mask``.
+            dict: ``mask_feats``, ``mask_preds``, ``mask_targets`` and
+            ``loss_mask`` (``loss_mask`` and ``loss_mask_iou``).
         """
-        with recording(self.mask_head, 'loss_and_target') as calls:
-            mask_results = super().mask_loss(x, sampling_results, bbox_feats,
-                                             batch_gt_instances)
-        if mask_results['loss_mask'] is None:
-            return mask_results
-        labels = torch.cat([res.pos_gt_labels for res in sampling_results])
-        mask_preds, mask_iou_preds = self._mask_iou_forward(
-            mask_results, labels)
-        mask_iou_loss = self.mask_iou_head.loss_and_target(
-            select_class(mask_iou_preds, labels), mask_preds,
-            calls[-1]['mask_targets'], sampling_results, batch_gt_instances,
-            self.train_cfg)
-        mask_results['loss_mask'].update(
-            loss_mask_iou=mask_iou_loss['loss_mask_iou'])
+        mask_results = self._positive_mask_forward(x, sampling_results,
+                                                   bbox_feats)
+        mask_results.update(self.mask_head.loss_and_target(
+            mask_preds=mask_results['mask_preds'],
+            sampling_results=sampling_results,
+            batch_gt_instances=batch_gt_instances,
+            rcnn_train_cfg=self.train_cfg))
+        mask_results['loss_mask'].update(self.mask_iou_head.loss(
+            mask_results, sampling_results, batch_gt_instances,
+            self.train_cfg))
         return mask_results
 
     def predict_mask(self,
@@ -186,23 +155,34 @@ class MaskScoringRoIHead(StandardRoIHead):
                      batch_img_metas: List[dict],
                      results_list: InstanceList,
                      rescale: bool = False) -> InstanceList:
-        """The parent's masks, then the MaskIoU of every detection.
+        """Masks of the detections, then their MaskIoU and maskness.
 
         Returns:
-            list[InstanceData]: Per image, the parent's fields plus
-            ``mask_ious`` and ``mask_scores`` (length 0 when nothing was
+            list[InstanceData]: Per image, the fields of
+            :meth:`StandardRoIHead.predict_mask` plus ``mask_ious``,
+            ``mask_scores`` and ``maskness`` (length 0 when nothing was
             detected).
         """
-        with recording(self, '_mask_forward') as calls:
-            results_list = super().predict_mask(x, batch_img_metas,
-                                                results_list, rescale)
-        if not calls:  # no detection in the batch
-            for results in results_list:
-                results.mask_ious = results.scores.new_zeros((0, ))
-                results.mask_scores = results.scores.new_zeros((0, ))
-            return results_list
-        labels = torch.cat([res.labels for res in results_list])
-        _, mask_iou_preds = self._mask_iou_forward(calls[-1], labels)
-        return self.mask_iou_head.predict_by_feat(
-            mask_iou_preds.split([len(res) for res in results_list]),
-            results_list, rescore_boxes=self.rescore_boxes)
+        mask_rois = bbox2roi([res.bboxes for res in results_list])
+        if len(mask_rois) == 0:
+            return [with_empty_scores(res) for res in super().predict_mask(
+                x, batch_img_metas, results_list, rescale)]
+        mask_results = self._mask_forward(x, mask_rois)
+        results_list = self.mask_head.predict_by_feat(
+            mask_preds=mask_results['mask_preds'].split(
+                [len(res) for res in results_list]),
+            results_list=results_list,
+            batch_img_metas=batch_img_metas,
+            rcnn_test_cfg=self.test_cfg,
+            rescale=rescale)
+        return self.mask_iou_head.predict(
+            mask_results, results_list, self.test_cfg,
+            rescore_boxes=self.rescore_boxes)
+
+
+def with_empty_scores(results: InstanceData) -> InstanceData:
+    """``results`` of an image without detections, with the fields of
+    :meth:`MaskIoUHead.predict_by_feat` empty too."""
+    for key in MASK_SCORE_FIELDS:
+        results[key] = results.scores.new_zeros((0, ))
+    return results

@@ -1,0 +1,135 @@
+"""Run ``make demo``'s training and evaluation for several recipes and seeds,
+and tabulate the mean and spread of each summary key.
+
+Each arm is a named set of ``--cfg-options`` over the demo config; every arm
+gets the same data, iterations and seeds. A run whose ``summary.json``
+exists is read, not rerun, so an interrupted ablation continues.
+
+Usage::
+
+    python tools/analysis_tools/demo_ablation.py --arms baseline logit \\
+        --seeds 0 1 2 [--jobs 2] [--work-dir work_dirs/ablation] \\
+        [--out docs/ablation.md]
+
+``--jobs 2`` runs two trainings at once, each on half of the CPU threads
+(its wall times are then not those of ``make demo``).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+#: the recipes: name -> cfg-options over configs/demo/ms-rcnn_r18-w32_fpn_
+#: synthetic.py (the shipped recipe is ``shipped``)
+HEAD = 'model.roi_head.mask_iou_head.'
+ARMS: Dict[str, List[str]] = {
+    'shipped': [],
+    'logit': [HEAD + "mask_input='logit'"],
+    'probability': [HEAD + "mask_input='probability'"],
+    'loss_weight_1': [HEAD + 'loss_iou.loss_weight=1.0'],
+    'loss_weight_0.5': [HEAD + 'loss_iou.loss_weight=0.5'],
+    'all_positives': [HEAD + 'loss_target_thr=None'],
+    'detach_mask': [HEAD + 'detach_mask=True'],
+    'head_lr_x3': [
+        "optim_wrapper.paramwise_cfg.custom_keys.mask_iou_head.lr_mult=3.0"],
+}
+#: summary keys tabulated: key, column title
+COLUMNS = (
+    ('maskiou_pearson', 'Pearson MaskIoU'),
+    ('cls_score_pearson', 'Pearson cls'),
+    ('maskness_pearson', 'Pearson maskness'),
+    ('maskiou_pearson_all', 'Pearson MaskIoU (all)'),
+    ('segm_mAP', 'AP cls x MaskIoU'),
+    ('segm_mAP_cls_score', 'AP cls'),
+    ('segm_mAP_maskness', 'AP cls x maskness'),
+    ('segm_mAP_gain', 'gain'),
+    ('maskiou_ece', 'ECE'),
+    ('bbox_mAP', 'box AP'),
+    ('train_seconds', 'train s'),
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--arms', nargs='+', default=['shipped'],
+                        help=f'recipes among {", ".join(ARMS)}; '
+                        'NAME+NAME combines them')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--jobs', type=int, default=1)
+    parser.add_argument('--work-dir', default='work_dirs/ablation')
+    parser.add_argument('--out', help='also write the table to this file')
+    return parser.parse_args(argv)
+
+
+def arm_options(arm: str) -> List[str]:
+    """The cfg-options of ``arm``, a name of :data:`ARMS` or names joined
+    with ``+``."""
+    unknown = [name for name in arm.split('+') if name not in ARMS]
+    if unknown:
+        raise SystemExit(f'unknown arm {unknown[0]!r}; known: '
+                         f'{", ".join(ARMS)}')
+    return [option for name in arm.split('+') for option in ARMS[name]]
+
+
+def run(arm: str, seed: int, work_dir: str, threads: int) -> dict:
+    """One demo run (or its summary, when it already ran)."""
+    out = osp.join(work_dir, arm, f'seed{seed}')
+    summary = osp.join(out, 'summary.json')
+    if not osp.isfile(summary):
+        command = [sys.executable, '-m', 'ms_rcnn_mm.demo', '--work-dir', out,
+                   '--seed', str(seed)]
+        options = arm_options(arm)
+        if options:
+            command += ['--cfg-options', *options]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        os.makedirs(out, exist_ok=True)
+        with open(osp.join(out, 'demo.log'), 'w') as log:
+            subprocess.run(command, check=True, env=env, stdout=log,
+                           stderr=subprocess.STDOUT)
+    with open(summary) as f:
+        return json.load(f)
+
+
+def table(results: Dict[str, List[dict]]) -> str:
+    """Markdown: one row per arm, ``mean +- std`` (population) per key."""
+    rows = ['| arm | seeds | ' + ' | '.join(t for _, t in COLUMNS) + ' |',
+            '|---|---|' + '---|' * len(COLUMNS)]
+    for arm, runs in results.items():
+        cells = []
+        for key, _ in COLUMNS:
+            values = np.array([r[key] for r in runs], dtype=float)
+            cells.append(f'{values.mean():.3f} +- {values.std():.3f}')
+        seeds = ','.join(str(r['seed']) for r in runs)
+        rows.append(f'| {arm} | {seeds} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(rows) + '\n'
+
+
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    for arm in args.arms:
+        arm_options(arm)
+    threads = max(1, torch.get_num_threads() // args.jobs)
+    jobs = [(arm, seed) for arm in args.arms for seed in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        summaries = list(pool.map(
+            lambda job: run(*job, args.work_dir, threads), jobs))
+    results: Dict[str, List[dict]] = {arm: [] for arm in args.arms}
+    for (arm, _), summary in zip(jobs, summaries):
+        results[arm].append(summary)
+    text = table(results)
+    print(text)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(text)
+    return text
+
+
+if __name__ == '__main__':
+    main()
