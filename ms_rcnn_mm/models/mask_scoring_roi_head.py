@@ -7,13 +7,13 @@ from mmdet.models.task_modules.samplers import SamplingResult
 from mmdet.structures import SampleList
 from mmdet.structures.bbox import bbox2roi
 from mmdet.utils import ConfigType, InstanceList
-from mmengine.structures import InstanceData
 from torch import Tensor
-from torch.nn.modules.utils import _pair
 
 from ..registry import MODELS
 from .config_check import check_keys
-from .mask_iou_head import MASK_SCORE_FIELDS, MaskIoUHead, select_class
+from .mask_iou_branch import (build_mask_iou_head, check_mask_iou_head,
+                              with_empty_scores)
+from .mask_iou_head import select_class
 
 
 @MODELS.register_module()
@@ -59,38 +59,10 @@ class MaskScoringRoIHead(StandardRoIHead):
                  **kwargs) -> None:
         check_keys(type(self), kwargs)
         super().__init__(**kwargs)
-        self.mask_iou_head = MODELS.build(mask_iou_head)
-        if not isinstance(self.mask_iou_head, MaskIoUHead):
-            raise TypeError(
-                'mask_iou_head must be ms_rcnn_mm.MaskIoUHead, got '
-                f'{type(self.mask_iou_head).__module__}.'
-                f'{type(self.mask_iou_head).__name__} from type='
-                f"{mask_iou_head['type']!r}; write "
-                "type='ms_rcnn_mm.MaskIoUHead'")
+        self.mask_iou_head = build_mask_iou_head(mask_iou_head)
         self.rescore_boxes = rescore_boxes
-        self._check_consistency()
-
-    def _check_consistency(self) -> None:
-        """Reject heads that disagree, before a forward would."""
-        classes = {
-            name: getattr(getattr(self, name), 'num_classes', None)
-            for name in ('bbox_head', 'mask_head', 'mask_iou_head')
-        }
-        if len(set(classes.values())) > 1:
-            raise ValueError(
-                'num_classes differs between the heads: ' + ', '.join(
-                    f'{name}.num_classes={value}'
-                    for name, value in classes.items()) +
-                '; set the same value in all three')
-        roi_layer = self.mask_roi_extractor.roi_layers[0]
-        out_size = tuple(_pair(roi_layer.output_size))
-        feat_size = tuple(_pair(self.mask_iou_head.roi_feat_size))
-        if feat_size != out_size:
-            raise ValueError(
-                'mask_iou_head.roi_feat_size='
-                f'{self.mask_iou_head.roi_feat_size} does not match the '
-                'output of the mask RoI extractor, '
-                f'mask_roi_extractor.roi_layer.output_size={out_size}')
+        check_mask_iou_head(self.mask_iou_head, self.bbox_head,
+                            self.mask_head, self.mask_roi_extractor)
 
     def forward(self,
                 x: Tuple[Tensor],
@@ -179,10 +151,3 @@ class MaskScoringRoIHead(StandardRoIHead):
             mask_results, results_list, self.test_cfg,
             rescore_boxes=self.rescore_boxes)
 
-
-def with_empty_scores(results: InstanceData) -> InstanceData:
-    """``results`` of an image without detections, with the fields of
-    :meth:`MaskIoUHead.predict_by_feat` empty too."""
-    for key in MASK_SCORE_FIELDS:
-        results[key] = results.scores.new_zeros((0, ))
-    return results

@@ -116,7 +116,8 @@ def main(argv=None) -> str:
     for arm in args.arms:
         arm_options(arm)
     threads = max(1, torch.get_num_threads() // args.jobs)
-    jobs = [(arm, seed) for arm in args.arms for seed in args.seeds]
+    # seed-major: a first look at every arm comes early
+    jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     with ThreadPoolExecutor(args.jobs) as pool:
         summaries = list(pool.map(
             lambda job: run(*job, args.work_dir, threads), jobs))
