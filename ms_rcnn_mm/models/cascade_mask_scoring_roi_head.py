@@ -40,13 +40,33 @@ PROBABILITY_EPS = 1e-6
 
 
 class CascadeMaskScoringMixin:
-    """The MaskIoU branch of a cascade RoI head (:data:`MASK_IOU_STAGES`,
-    :data:`MASK_IOU_INPUTS`); the heads below add only how they get each
-    stage's mask logits."""
+    """The MaskIoU branch of a cascade RoI head; the heads below add only
+    how they get each stage's mask logits.
 
-    def _init_mask_scoring(self, mask_iou_head: ConfigType,
-                           mask_iou_stages: str, mask_iou_input: str,
-                           rescore_boxes: bool) -> None:
+    Args:
+        mask_iou_head (dict): Config of ``ms_rcnn_mm.MaskIoUHead``.
+        mask_iou_stages (str): ``'last'`` or ``'all'`` (module docstring).
+            Defaults to ``'last'``.
+        mask_iou_input (str): ``'merged'`` or ``'last'`` (module
+            docstring). Defaults to ``'merged'``.
+        rescore_boxes (bool): Overwrite ``scores`` with ``mask_scores`` (for
+            comparisons only). Defaults to False.
+        **kwargs: The arguments of the cascade RoI head it is mixed into.
+
+    Raises:
+        TypeError: an unknown config key, or a MaskIoU head of another type.
+        ValueError: an unknown ``mask_iou_stages`` or ``mask_iou_input``;
+            heads that disagree (:func:`check_mask_iou_head`).
+    """
+
+    def __init__(self,
+                 mask_iou_head: ConfigType,
+                 mask_iou_stages: str = 'last',
+                 mask_iou_input: str = 'merged',
+                 rescore_boxes: bool = False,
+                 **kwargs) -> None:
+        check_keys(type(self), kwargs)
+        super().__init__(**kwargs)
         for name, value, allowed in (
                 ('mask_iou_stages', mask_iou_stages, MASK_IOU_STAGES),
                 ('mask_iou_input', mask_iou_input, MASK_IOU_INPUTS)):
@@ -129,32 +149,9 @@ class CascadeMaskScoringRoIHead(CascadeMaskScoringMixin, CascadeRoIHead):
     ``CocoMetric`` ranks masks by) and ``maskness``, as
     :class:`~ms_rcnn_mm.models.MaskScoringRoIHead`.
 
-    Args:
-        mask_iou_head (dict): Config of ``ms_rcnn_mm.MaskIoUHead``.
-        mask_iou_stages (str): ``'last'`` or ``'all'`` (module docstring).
-            Defaults to ``'last'``.
-        mask_iou_input (str): ``'merged'`` or ``'last'`` (module
-            docstring). Defaults to ``'merged'``.
-        rescore_boxes (bool): Overwrite ``scores`` with ``mask_scores`` (for
-            comparisons only). Defaults to False.
-        **kwargs: The arguments of mmdet's ``CascadeRoIHead``.
-
-    Raises:
-        TypeError: an unknown config key, or a MaskIoU head of another type.
-        ValueError: an unknown ``mask_iou_stages`` or ``mask_iou_input``;
-            heads that disagree (:func:`check_mask_iou_head`).
+    Takes the arguments of :class:`CascadeMaskScoringMixin` and of mmdet's
+    ``CascadeRoIHead``.
     """
-
-    def __init__(self,
-                 mask_iou_head: ConfigType,
-                 mask_iou_stages: str = 'last',
-                 mask_iou_input: str = 'merged',
-                 rescore_boxes: bool = False,
-                 **kwargs) -> None:
-        check_keys(type(self), kwargs)
-        super().__init__(**kwargs)
-        self._init_mask_scoring(mask_iou_head, mask_iou_stages,
-                                mask_iou_input, rescore_boxes)
 
     def mask_loss(self, stage: int, x: Tuple[Tensor],
                   sampling_results: List[SamplingResult],
@@ -193,17 +190,6 @@ class HTCMaskScoringRoIHead(CascadeMaskScoringMixin, HybridTaskCascadeRoIHead):
     The MaskIoU head reads the mask RoI features before HTC fuses the
     semantic features into them.
     """
-
-    def __init__(self,
-                 mask_iou_head: ConfigType,
-                 mask_iou_stages: str = 'last',
-                 mask_iou_input: str = 'merged',
-                 rescore_boxes: bool = False,
-                 **kwargs) -> None:
-        check_keys(type(self), kwargs)
-        super().__init__(**kwargs)
-        self._init_mask_scoring(mask_iou_head, mask_iou_stages,
-                                mask_iou_input, rescore_boxes)
 
     def mask_loss(self,
                   stage: int,
