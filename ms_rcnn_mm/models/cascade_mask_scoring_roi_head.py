@@ -182,7 +182,8 @@ class CascadeMaskScoringRoIHead(CascadeMaskScoringMixin, CascadeRoIHead):
 
 
 @MODELS.register_module()
-class HTCMaskScoringRoIHead(CascadeMaskScoringMixin, HybridTaskCascadeRoIHead):
+class HTCMaskScoringRoIHead(CascadeMaskScoringMixin,
+                            HybridTaskCascadeRoIHead):
     """HTC's RoI head (with or without its semantic branch) with a MaskIoU
     head; outputs and arguments as :class:`CascadeMaskScoringRoIHead`, the
     others those of mmdet's ``HybridTaskCascadeRoIHead``.
