@@ -1,6 +1,6 @@
 # A small MS R-CNN trained from scratch on the synthetic shapes of
 # `make demo` (ms_rcnn_mm.datasets.synthetic), on a CPU in minutes.
-_base_ = '../ms-rcnn/ms-rcnn_r50_fpn_1x_coco.py'
+_base_ = '../ms-rcnn/ms-rcnn-mm_r50_fpn_1x_coco.py'
 
 data_root = 'data/synthetic/'  # written by ms_rcnn_mm.datasets.synthetic
 classes = ('circle', 'triangle', 'square', 'star')
