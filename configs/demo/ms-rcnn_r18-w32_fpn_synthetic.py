@@ -41,9 +41,10 @@ model = dict(
     test_cfg=dict(rpn=dict(nms_pre=1000, max_per_img=300)))
 
 image_scale = (256, 256)  # the generated images' size
-# data that fails loudly where it is broken (ms_rcnn_mm.datasets.checked)
+# data that fails loudly where it is broken (ms_rcnn_mm.datasets.checked):
+# the dataset loads images with ms_rcnn_mm.CheckedLoadImageFromFile
 dataset_type = 'ms_rcnn_mm.CheckedCocoDataset'
-load_image = dict(type='ms_rcnn_mm.CheckedLoadImageFromFile')
+load_image = dict(type='LoadImageFromFile')
 train_pipeline = [
     load_image,
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
