@@ -250,4 +250,4 @@ def test_metafile_lists_every_config_with_its_baseline():
         assert model['Metadata']['Epochs'] == cfg.train_cfg.max_epochs
         # no result or checkpoint before a real training run
         assert model['Results'] == []
-        assert 'Weights' not in model
+        assert model['Weights'] is None
