@@ -113,6 +113,24 @@ def test_our_inferencer_returns_and_saves_the_mask_scores(
     assert len(saved['masks']) == len(saved['mask_scores'])
 
 
+def test_maskness_is_written_where_predicted(models, image, tmp_path):
+    """A prediction whose ``pred_instances`` hold ``maskness`` (a float per
+    detection, as ``mask_ious``) gets it in its dict and its JSON file.
+
+    Catches a score field written only for the fields the heads have
+    today."""
+    config, weights = models['demo']
+    inferencer = DetInferencer(model=config, weights=weights, device='cpu',
+                               show_progress=False)
+    (sample, ) = inferencer(image, return_datasamples=True)['predictions']
+    maskness = torch.linspace(0, 1, len(sample.pred_instances))
+    sample.pred_instances.maskness = maskness
+    pred = inferencer.pred2dict(sample, str(tmp_path))
+    np.testing.assert_allclose(pred['maskness'], maskness.numpy())
+    saved = json.loads((tmp_path / 'preds' / 'shapes.json').read_text())
+    assert saved['maskness'] == pred['maskness']
+
+
 def test_drawn_masks_are_kept_and_labelled_by_mask_score(models, image):
     """At a threshold between the best mask score and the best cls score,
     our inferencer draws nothing (the image comes back unchanged) while
