@@ -15,7 +15,7 @@ from mmengine.structures import InstanceData
 import ms_rcnn_mm  # noqa: F401  (registers the package's modules)
 
 REPO = Path(__file__).resolve().parents[1]
-R50_CONFIG = REPO / 'configs' / 'ms-rcnn' / 'ms-rcnn_r50_fpn_1x_coco.py'
+R50_CONFIG = REPO / 'configs' / 'ms-rcnn' / 'ms-rcnn-mm_r50_fpn_1x_coco.py'
 #: colours of the synthetic classes (RGB); class c draws with COLOURS[c]
 COLOURS = np.array([[230, 60, 60], [60, 200, 60], [60, 90, 230],
                     [220, 200, 40]], dtype=np.uint8)

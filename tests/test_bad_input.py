@@ -40,8 +40,10 @@ def coco(annotations: list, num_images: int = 1) -> dict:
                     for i, name in enumerate(CLASSES)])
 
 
-def build_dataset(root: Path, content) -> object:
-    """A CheckedCocoDataset over ``content`` (a dict, or raw text)."""
+def build_dataset(root: Path, content,
+                  loader: dict = None) -> object:
+    """A CheckedCocoDataset over ``content`` (a dict, or raw text) whose
+    pipeline loads images with ``loader``."""
     ann = root / 'ann.json'
     ann.write_text(content if isinstance(content, str) else
                    json.dumps(content))
@@ -51,7 +53,7 @@ def build_dataset(root: Path, content) -> object:
         type='ms_rcnn_mm.CheckedCocoDataset', data_root=str(root),
         ann_file='ann.json', data_prefix=dict(img='img/'),
         metainfo=dict(classes=CLASSES), filter_cfg=None,
-        pipeline=[dict(type='ms_rcnn_mm.CheckedLoadImageFromFile'),
+        pipeline=[loader or dict(type='ms_rcnn_mm.CheckedLoadImageFromFile'),
                   dict(type='LoadAnnotations', with_bbox=True,
                        with_mask=True),
                   dict(type='PackDetInputs')]))
@@ -86,6 +88,26 @@ def test_good_image_loads_as_mmcv_does(tmp_path):
     results = CheckedLoadImageFromFile()(dict(img_path=str(path)))
     assert results['img'].shape == (SIZE, SIZE, 3)
     assert int(results['img'][0, 0, 0]) == 128
+
+
+def test_dataset_loads_mmcv_loader_as_the_checked_one(tmp_path):
+    """A pipeline naming mmcv's ``LoadImageFromFile`` (as the configs do,
+    for mmdet's ``DetInferencer``) loads through the checked loader, with
+    its arguments: a corrupt image fails with the image named.
+
+    Catches the dataset building mmcv's loader as it is (a corrupt image
+    then fails with an ``AssertionError``) or dropping its arguments."""
+    dataset = build_dataset(
+        tmp_path, coco([annotation(1, [SQUARE])]),
+        loader=dict(type='LoadImageFromFile', color_type='grayscale'))
+    loader = dataset.pipeline.transforms[0]
+    assert type(loader) is CheckedLoadImageFromFile
+    assert loader.color_type == 'grayscale'
+    image = tmp_path / 'img' / '1.png'
+    image.write_bytes(b'not an image at all')
+    with pytest.raises(ImageFileError,
+                       match=f'image {image} is corrupt or not an image'):
+        dataset[0]
 
 
 def test_missing_annotation_file_names_it(tmp_path):

@@ -1,7 +1,6 @@
 """The synthetic dataset, the mask-scoring metric and a shortened
 ``make demo``."""
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +18,8 @@ from ms_rcnn_mm.evaluation import MaskIoUQualityMetric
 REPO = Path(__file__).resolve().parents[1]
 FRUITS_CONFIG = (REPO / 'configs' / 'demo' /
                  'ms-rcnn_r18-w32_fpn_fruits-nuts.py')
-#: the real photographs every developer and CI have beside the checkout
-FRUITS_NUTS = Path(os.environ.get('MS_RCNN_FRUITS_NUTS',
-                                  REPO.parent / 'shared' / 'data' /
-                                  'fruits_nuts'))
+#: the real photographs, copied into the repository (MIT licence)
+FRUITS_NUTS = REPO / 'tests' / 'data' / 'fruits_nuts'
 #: what summary.json must hold (the issue's list)
 SUMMARY_KEYS = ('bbox_mAP', 'segm_mAP', 'segm_mAP_cls_score',
                 'segm_mAP_maskness', 'segm_mAP_gain', 'maskiou_pearson',
@@ -155,15 +152,15 @@ def test_fruits_nuts_config_takes_the_root_from_the_environment(
     assert cfg.model.roi_head.mask_iou_head.num_classes == 3
     monkeypatch.delenv('MS_RCNN_FRUITS_NUTS')
     cfg = Config.fromfile(str(FRUITS_CONFIG))
-    assert cfg.train_dataloader.dataset.data_root == \
-        '../shared/data/fruits_nuts/'
+    # without it: the copy in this repository, relative to its root
+    root = cfg.train_dataloader.dataset.data_root
+    assert root == 'tests/data/fruits_nuts/'
+    assert (REPO / root / 'annotations' / 'val.json').is_file()
 
 
 def test_fruits_nuts_trains_and_evaluates(tmp_path):
     """A few iterations on the real photographs, then the demo's
     evaluation: every metric key and figure is there."""
-    assert (FRUITS_NUTS / 'annotations' / 'val.json').is_file(), (
-        f'fruits_nuts not found at {FRUITS_NUTS}: set MS_RCNN_FRUITS_NUTS')
     work_dir = tmp_path / 'fruits'
     summary = demo.main([
         '--config', str(FRUITS_CONFIG), '--data-root', str(FRUITS_NUTS),

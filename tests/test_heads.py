@@ -1,14 +1,17 @@
-"""MaskIoUHead and MaskScoringRoIHead: parity with mmdet, the loss path and
-the prediction contract."""
+"""MaskIoUHead and MaskScoringRoIHead: parity with mmdet, the loss against
+brute-force references, and the prediction contract."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 from helpers import (build_model, predict, preprocess, synthetic_batch,
                      tiny_model_cfg, train_step_losses)
-from mmdet.models.roi_heads.mask_heads import MaskIoUHead as MMDetMaskIoUHead
+from mmdet.structures import DetDataSample
+from mmdet.structures.mask import BitmapMasks
+from mmengine.structures import InstanceData
 
-from ms_rcnn_mm.models import MaskIoUHead, MaskScoringRoIHead
+from ms_rcnn_mm.models import MaskScoringRoIHead
 
 NUM_CLASSES = 3
 
@@ -43,20 +46,14 @@ def batch():
     return synthetic_batch(num_images=2, size=96, num_instances=[3, 4])
 
 
-def test_state_dict_and_forward_match_mmdet():
-    torch.manual_seed(0)
-    theirs = MMDetMaskIoUHead(num_classes=7)
-    theirs.init_weights()
-    ours = MaskIoUHead(num_classes=7)
-    assert {k: v.shape for k, v in ours.state_dict().items()} == {
-        k: v.shape for k, v in theirs.state_dict().items()}
-    ours.load_state_dict(theirs.state_dict(), strict=True)
-    feats = torch.randn(5, 256, 14, 14)
-    masks = torch.randn(5, 28, 28)
-    assert torch.equal(ours(feats, masks), theirs(feats, masks))
-
-
 def test_loads_mmdet_ms_rcnn_state_dict_and_rescores_like_it(batch):
+    """mmdet's MS R-CNN ``state_dict`` loads strictly; with it, our boxes are
+    mmdet's, our mask scores are mmdet's rescored ``scores`` (where mmdet's
+    unclamped IoU stays in [0, 1]), and ``rescore_boxes=True`` writes them
+    into ``scores`` as mmdet does.
+
+    Catches renamed or reshaped parameters (mmdet checkpoints would not
+    load) and a mask score or legacy switch that differs from mmdet's."""
     cfg = predicting_cfg()
     theirs = build_model(mmdet_ms_rcnn_cfg(cfg), seed=1).eval()
     ours = build_model(cfg, seed=2).eval()
@@ -69,14 +66,18 @@ def test_loads_mmdet_ms_rcnn_state_dict_and_rescores_like_it(batch):
         torch.testing.assert_close(m.bboxes, r.bboxes)
         # mmdet overwrites scores with cls * MaskIoU: our mask_scores (the
         # IoU clamped to [0, 1] first) and the legacy switch reproduce it
-        torch.testing.assert_close(m.mask_scores,
-                                   m.scores * m.mask_ious)
         inside = (r.scores <= m.scores + 1e-6) & (r.scores >= 0)
         torch.testing.assert_close(m.mask_scores[inside], r.scores[inside])
         torch.testing.assert_close(leg.scores, m.mask_scores)
 
 
 def test_prediction_contract_against_plain_mask_rcnn(batch):
+    """The contract of ``pred_instances``: boxes, labels, scores and masks
+    are plain Mask R-CNN's with the same weights, ``mask_ious`` lie in
+    [0, 1] and ``mask_scores == scores * mask_ious``.
+
+    Catches rescoring the boxes, a MaskIoU that is not clamped, and a mask
+    score that is not the product."""
     cfg = predicting_cfg()
     ours = build_model(cfg, seed=3).eval()
     plain = build_model(mask_rcnn_cfg(cfg), seed=4).eval()
@@ -97,6 +98,10 @@ def test_prediction_contract_against_plain_mask_rcnn(batch):
 
 
 def test_tensor_forward_keeps_every_roi(batch):
+    """The tensor-mode forward scores every RoI it is given, one MaskIoU
+    per class.
+
+    Catches truncating the RoIs to 100 (as mmdet 3.3.0 does)."""
     model = build_model(predicting_cfg(), seed=5).eval()
     data = preprocess(model, batch, training=False)
     with torch.no_grad():
@@ -109,6 +114,10 @@ def test_tensor_forward_keeps_every_roi(batch):
 
 
 def test_rescale_changes_masks_not_scores(batch):
+    """``rescale=True`` pastes masks at the original size and scales the
+    boxes; the predicted MaskIoU is the same.
+
+    Catches a MaskIoU computed from the pasted (rescaled) masks."""
     model = build_model(predicting_cfg(), seed=6).eval()
     scaled = copy.deepcopy(batch)
     for sample in scaled['data_samples']:
@@ -130,6 +139,11 @@ def test_rescale_changes_masks_not_scores(batch):
 
 
 def test_no_detection_gives_empty_fields(batch):
+    """With no detection every field, ``mask_ious`` and ``mask_scores``
+    included, is there with length 0.
+
+    Catches fields missing from empty results (the metric and the
+    inferencer read them)."""
     model = build_model(predicting_cfg(score_thr=1.1), seed=7).eval()
     for pred in predict(model, batch):
         assert len(pred) == 0
@@ -139,6 +153,10 @@ def test_no_detection_gives_empty_fields(batch):
 
 
 def test_loss_reaches_the_mask_iou_head(batch):
+    """``loss_mask_iou`` is finite and positive on a real batch, and its
+    gradient reaches every parameter of the MaskIoU head.
+
+    Catches a head left out of the loss or detached from it."""
     model = build_model(tiny_model_cfg(NUM_CLASSES), seed=8).train()
     losses = train_step_losses(model, batch)
     assert torch.isfinite(losses['loss_mask_iou'])
@@ -149,46 +167,148 @@ def test_loss_reaches_the_mask_iou_head(batch):
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-def losses_and_mask_iou_inputs(model, batch, monkeypatch):
-    """Losses of one step, and what the MaskIoU loss saw."""
-    head = model.roi_head.mask_iou_head
-    seen = {}
-    original = head.loss_and_target
-
-    def spy(pred, *args):
-        out = original(pred, *args)
-        seen.update(pred=pred.detach(), **out)
-        return out
-
-    monkeypatch.setattr(head, 'loss_and_target', spy)
-    return train_step_losses(model, batch), seen
+#: one 128x128 image, two instances of different classes: (label, ground-
+#: truth rectangle, the one proposal given for it) as (x1, y1, x2, y2); each
+#: proposal holds its rectangle, at box IoU 0.51 and 0.73 (positives)
+CHANNEL_CASE = ((1, (16, 16, 56, 56), (8, 8, 64, 64)),
+                (2, (68, 68, 116, 116), (64, 64, 120, 120)))
+CHANNEL_IMAGE = 128
+#: mask logits of a channel predicting its whole RoI, or nothing
+FULL, EMPTY = 10.0, -10.0
 
 
-def test_loss_equals_the_mse_of_its_targets(batch, monkeypatch):
-    model = build_model(tiny_model_cfg(NUM_CLASSES), seed=9).train()
-    losses, seen = losses_and_mask_iou_inputs(model, batch, monkeypatch)
-    targets = seen['mask_iou_targets']
-    selected = targets > 0
-    assert 0 < selected.sum() <= targets.numel()
-    want = 0.5 * ((seen['pred'][selected] - targets[selected])**2).mean()
-    torch.testing.assert_close(losses['loss_mask_iou'].detach(), want)
+def box_mask(box, size=CHANNEL_IMAGE):
+    """``(size, size)`` bools, True inside ``box`` (x1, y1, x2, y2)."""
+    yy, xx = np.mgrid[:size, :size]
+    x1, y1, x2, y2 = box
+    return (xx >= x1) & (xx < x2) & (yy >= y1) & (yy < y2)
 
 
-@pytest.mark.parametrize('thr', [None, 0.5])
-def test_loss_target_threshold_selects_rois(thr, batch, monkeypatch):
+def true_mask_iou(gt_box, proposal):
+    """Brute force: IoU, counted in the image, of the rectangle
+    ``gt_box`` with a predicted mask that fills ``proposal``."""
+    pred, gt = box_mask(proposal), box_mask(gt_box)
+    return (pred & gt).sum() / (pred | gt).sum()
+
+
+def mask_iou_loss(mask_logits, iou_preds, loss_target_thr=0.0):
+    """``loss_mask_iou`` of the RoI head on :data:`CHANNEL_CASE`, with a
+    mask head whose class ``c`` predicts the constant logit
+    ``mask_logits[c]`` and a MaskIoU head whose class ``c`` predicts
+    ``iou_preds[c]`` (zero weights, those biases), whatever the input."""
     cfg = tiny_model_cfg(NUM_CLASSES)
-    cfg.model.roi_head.mask_iou_head.loss_target_thr = thr
-    model = build_model(cfg, seed=9).train()
-    losses, seen = losses_and_mask_iou_inputs(model, batch, monkeypatch)
-    targets = seen['mask_iou_targets']
-    selected = torch.ones_like(targets, dtype=torch.bool) if thr is None \
-        else targets > thr
-    assert 0 < selected.sum() < (targets > 0).sum() or thr is None
-    want = 0.5 * ((seen['pred'][selected] - targets[selected])**2).mean()
-    torch.testing.assert_close(losses['loss_mask_iou'].detach(), want)
+    cfg.model.train_cfg.rcnn.sampler.add_gt_as_proposals = False
+    cfg.model.roi_head.mask_iou_head.update(
+        loss_target_thr=loss_target_thr,
+        loss_iou=dict(type='MSELoss', loss_weight=0.5))
+    model = build_model(cfg, seed=12).train()
+    roi = model.roi_head
+    with torch.no_grad():
+        for layer, bias in ((roi.mask_head.conv_logits, mask_logits),
+                            (roi.mask_iou_head.fc_mask_iou, iou_preds)):
+            layer.weight.zero_()
+            layer.bias.copy_(torch.tensor(bias))
+    labels, gt_boxes, proposals = zip(*CHANNEL_CASE)
+    gt = InstanceData(
+        bboxes=torch.tensor(gt_boxes, dtype=torch.float32),
+        labels=torch.tensor(labels),
+        masks=BitmapMasks(np.stack([box_mask(b) for b in gt_boxes]).astype(
+            np.uint8), CHANNEL_IMAGE, CHANNEL_IMAGE))
+    sample = DetDataSample(metainfo=dict(
+        img_shape=(CHANNEL_IMAGE, CHANNEL_IMAGE),
+        ori_shape=(CHANNEL_IMAGE, CHANNEL_IMAGE), scale_factor=(1.0, 1.0)))
+    sample.gt_instances = gt
+    image = torch.randint(0, 256, (3, CHANNEL_IMAGE, CHANNEL_IMAGE),
+                          generator=torch.Generator().manual_seed(0),
+                          dtype=torch.uint8)
+    data = preprocess(model, dict(inputs=[image], data_samples=[sample]),
+                      training=True)
+    rpn_results = [InstanceData(
+        bboxes=torch.tensor(proposals, dtype=torch.float32))]
+    losses = roi.loss(model.extract_feat(data['inputs']), rpn_results,
+                      data['data_samples'])
+    return losses['loss_mask_iou'].item()
+
+
+def reference_loss(full_classes, iou_preds, loss_target_thr=0.0):
+    """The MaskIoU loss of :func:`mask_iou_loss` by brute force: a RoI's
+    target is the true IoU of its whole box with its rectangle where the
+    mask channel of its class is full, 0 where it is empty; the loss is
+    0.5 x the mean squared error over the RoIs whose target exceeds the
+    threshold (all with ``None``)."""
+    errors = []
+    for label, gt_box, proposal in CHANNEL_CASE:
+        target = true_mask_iou(gt_box, proposal) \
+            if label in full_classes else 0.0
+        if loss_target_thr is None or target > loss_target_thr:
+            errors.append((iou_preds[label] - target)**2)
+    return 0.5 * float(np.mean(errors)) if errors else 0.0
+
+
+def test_mask_iou_targets_come_from_the_gt_class_mask_channel():
+    """Only the mask channels of classes 0 and 1 predict anything, so the
+    class-1 instance has a MaskIoU target (its true IoU, 0.51) and the
+    class-2 one has 0 and leaves the loss.
+
+    Catches MaskIoU targets computed from another mask channel than the
+    ground-truth class's: a fixed channel, the predicted class, or an
+    off-by-one label."""
+    iou_preds = (0.3, 0.3, 0.3)
+    loss = mask_iou_loss((FULL, FULL, EMPTY), iou_preds)
+    want = reference_loss({0, 1}, iou_preds)
+    assert want > 0
+    assert loss == pytest.approx(want, rel=1e-4)
+
+
+def test_mask_iou_loss_reads_the_gt_class_iou_channel():
+    """Every mask channel predicts the whole RoI; the MaskIoU head predicts
+    0, 0.2 and 0.9 for classes 0, 1 and 2, so the loss holds
+    (0.2 - 0.51)^2 and (0.9 - 0.73)^2.
+
+    Catches a loss on another MaskIoU channel than the ground-truth
+    class's (the predicted class, a fixed channel, an off-by-one label)."""
+    iou_preds = (0.0, 0.2, 0.9)
+    loss = mask_iou_loss((FULL, FULL, FULL), iou_preds)
+    assert loss == pytest.approx(reference_loss({0, 1, 2}, iou_preds),
+                                 rel=1e-4)
+
+
+@pytest.mark.parametrize('thr', [None, 0.6])
+def test_loss_target_threshold_selects_rois(thr):
+    """``loss_target_thr=0.6`` keeps the RoI of target 0.73 and drops the
+    one of 0.51; ``None`` keeps both (the 0.0 default is in the tests
+    above).
+
+    Catches a threshold that is ignored, or applied to the prediction
+    instead of the target."""
+    iou_preds = (0.0, 0.2, 0.9)
+    loss = mask_iou_loss((FULL, FULL, FULL), iou_preds, thr)
+    assert loss == pytest.approx(
+        reference_loss({0, 1, 2}, iou_preds, thr), rel=1e-4)
+
+
+def test_predicted_mask_iou_is_that_of_the_predicted_class(batch):
+    """A MaskIoU head predicting -0.5, 0.5 and 1.5 for classes 0, 1 and 2:
+    each detection's ``mask_ious`` is its label's, clamped to [0, 1].
+
+    Catches reading another class's channel at test time (a fixed channel,
+    an off-by-one label) and a missing clamp."""
+    model = build_model(predicting_cfg(), seed=13).eval()
+    head = model.roi_head.mask_iou_head.fc_mask_iou
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([-0.5, 0.5, 1.5]))
+    for pred in predict(model, batch):
+        assert set(pred.labels.tolist()) == {0, 1, 2}
+        want = torch.tensor([0.0, 0.5, 1.0])[pred.labels]
+        assert torch.equal(pred.mask_ious, want)
 
 
 def test_empty_ground_truth_keeps_the_graph():
+    """Images without ground truth give ``loss_mask_iou == 0`` that still
+    carries a graph, alone and beside an image with instances.
+
+    Catches a loss that breaks ``backward`` (or DDP) on empty batches."""
     model = build_model(tiny_model_cfg(NUM_CLASSES), seed=10).train()
     empty = synthetic_batch(num_images=2, size=96, num_instances=[0, 0])
     losses = train_step_losses(model, empty)
@@ -203,6 +323,11 @@ def test_empty_ground_truth_keeps_the_graph():
 
 @pytest.mark.parametrize('variant', ['class_agnostic', 'shared_extractor'])
 def test_head_variants_train_and_predict(variant, batch):
+    """A class-agnostic mask head and a shared RoI extractor train and
+    predict.
+
+    Catches a MaskIoU branch that assumes per-class masks or a separate
+    mask extractor."""
     cfg = predicting_cfg()
     roi = cfg.model.roi_head
     if variant == 'class_agnostic':
@@ -219,11 +344,14 @@ def test_head_variants_train_and_predict(variant, batch):
     losses = train_step_losses(model, batch)
     assert torch.isfinite(losses['loss_mask_iou'])
     pred = predict(model.eval(), batch)[0]
-    assert len(pred) > 0
-    torch.testing.assert_close(pred.mask_scores, pred.scores * pred.mask_ious)
+    assert len(pred) > 0 and pred.mask_ious.shape == pred.scores.shape
 
 
 def test_mmdet_mask_iou_head_type_is_rejected():
+    """mmdet's ``MaskIoUHead`` inside our RoI head is an error that names
+    the type to write.
+
+    Catches silently training with mmdet's targets."""
     cfg = tiny_model_cfg(NUM_CLASSES)
     cfg.model.roi_head.mask_iou_head.type = 'MaskIoUHead'
     with pytest.raises(TypeError, match="type='ms_rcnn_mm.MaskIoUHead'"):

@@ -1,49 +1,90 @@
-"""tools/demo/image_demo.py: one image in, masks labelled by mask score out."""
+"""tools/demo/image_demo.py: mmdet 3.x's demo arguments, through
+:class:`ms_rcnn_mm.apis.DetInferencer`."""
+import importlib.util
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
+import pytest
 import torch
-from helpers import REPO, build_model, random_shapes, render, tiny_model_cfg
+from helpers import REPO, build_model, random_shapes, render
+from mmengine.config import Config
 
-CLASSES = ('disc', 'box', 'blob')
+DEMO_CONFIG = REPO / 'configs' / 'demo' / 'ms-rcnn_r18-w32_fpn_synthetic.py'
+CLASSES = ('circle', 'triangle', 'square', 'star')
 SIZE = 160
 
 
-def test_image_demo_draws_masks_scored_by_cls_times_maskiou(tmp_path):
-    """A tiny untrained model's detections: every mask score is the cls
-    score times the predicted MaskIoU, and the drawing has the image's
-    size."""
-    cfg = tiny_model_cfg(num_classes=len(CLASSES))
-    # an untrained head scores about 1 / (classes + 1): keep every detection
-    cfg.model.test_cfg.rcnn.score_thr = 0.0
-    config = tmp_path / 'tiny.py'
-    cfg.dump(str(config))
-    checkpoint = tmp_path / 'tiny.pth'
-    torch.save(dict(state_dict=build_model(cfg).state_dict(),
-                    meta=dict(dataset_meta=dict(classes=CLASSES))),
-               checkpoint)
+def load_tool():
+    """``tools/demo/image_demo.py`` as a module (tools/ is no package)."""
+    path = REPO / 'tools' / 'demo' / 'image_demo.py'
+    spec = importlib.util.spec_from_file_location('image_demo', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def inputs(tmp_path_factory):
+    """A folder of two synthetic images and a demo-config checkpoint of
+    random weights."""
+    tmp = tmp_path_factory.mktemp('image_demo')
     rng = np.random.default_rng(0)
-    image = tmp_path / 'shapes.png'
-    cv2.imwrite(str(image), render(random_shapes(rng, SIZE, 4, 3), SIZE,
-                                   rng)[..., ::-1])
-    out, dets = tmp_path / 'drawn.png', tmp_path / 'dets.json'
-    run = subprocess.run(
-        [sys.executable, str(REPO / 'tools' / 'demo' / 'image_demo.py'),
-         str(image), str(config), str(checkpoint), '--out-file', str(out),
-         '--json', str(dets), '--min-score', '0'],
-        capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 0, run.stderr[-3000:]
-    detections = json.loads(dets.read_text())
-    assert len(detections) == cfg.model.test_cfg.rcnn.max_per_img
-    assert f'{len(detections)} detections, {len(detections)} with' in \
-        run.stdout
-    score = np.array([d['score'] for d in detections])
-    mask_iou = np.array([d['mask_iou'] for d in detections])
-    mask_score = np.array([d['mask_score'] for d in detections])
-    np.testing.assert_allclose(mask_score, score * mask_iou, rtol=1e-5)
-    assert ((mask_iou >= 0) & (mask_iou <= 1)).all()
-    assert {d['segmentation']['size'][0] for d in detections} == {SIZE}
-    assert cv2.imread(str(out)).shape == (SIZE, SIZE, 3)
+    folder = tmp / 'images'
+    folder.mkdir()
+    for name in ('a.png', 'b.png'):
+        img = render(random_shapes(rng, SIZE, 4, len(CLASSES)), SIZE, rng)
+        cv2.imwrite(str(folder / name), img[..., ::-1])
+    weights = tmp / 'demo.pth'
+    torch.save(dict(
+        state_dict=build_model(Config.fromfile(str(DEMO_CONFIG))).state_dict(),
+        meta=dict(dataset_meta=dict(classes=CLASSES))), weights)
+    return folder, weights
+
+
+def test_folder_in_drawings_and_predictions_out(inputs, tmp_path, capsys):
+    """mmdet's arguments (a folder, the config, ``--weights``,
+    ``--out-dir``, ``--batch-size``, no ``--device``: the CPU here): one
+    drawing of the image's size and one JSON file with the mask scores per
+    image, equal to what the tool returns.
+
+    Catches arguments not passed to the inferencer (a batch size, a
+    threshold, the output folder) and a CUDA device by default on a machine
+    without one."""
+    folder, weights = inputs
+    tool = load_tool()
+    out = tmp_path / 'outputs'
+    results = tool.main([str(folder), str(DEMO_CONFIG), '--weights',
+                         str(weights), '--out-dir', str(out),
+                         '--batch-size', '2', '--pred-score-thr', '0'])
+    assert f'results have been saved at {out}' in capsys.readouterr().out
+    predictions = results['predictions']
+    assert len(predictions) == 2
+    for name, pred in zip(('a', 'b'), predictions):
+        saved = json.loads((out / 'preds' / f'{name}.json').read_text())
+        assert saved == pred
+        assert len(saved['mask_scores']) == len(saved['mask_ious']) == len(
+            saved['labels']) > 0
+        drawn = cv2.imread(str(out / 'vis' / f'{name}.png'))
+        assert drawn.shape == (SIZE, SIZE, 3)
+        # --pred-score-thr 0: every mask is drawn over the image
+        assert not np.array_equal(drawn, cv2.imread(str(folder /
+                                                        f'{name}.png')))
+
+
+def test_no_saving_writes_nothing(inputs, tmp_path):
+    """``--no-save-vis --no-save-pred``: predictions returned, no file."""
+    folder, weights = inputs
+    out = tmp_path / 'outputs'
+    results = load_tool().main([
+        str(folder / 'a.png'), str(DEMO_CONFIG), '--weights', str(weights),
+        '--out-dir', str(out), '--no-save-vis', '--no-save-pred'])
+    assert len(results['predictions']) == 1
+    assert not out.exists()
+
+
+def test_neither_model_nor_weights_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        load_tool().parse_args(['image.png'])
+    assert 'give a config or model name, --weights, or both' in \
+        capsys.readouterr().err

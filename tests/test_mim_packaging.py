@@ -10,6 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import mmdet
 import pytest
 import yaml
 from helpers import REPO
@@ -30,7 +31,7 @@ import ms_rcnn_mm
 from ms_rcnn_mm.models import area_ratio
 installed = get_installed_path('ms_rcnn_mm')
 cfg = Config.fromfile(
-    f'{installed}/.mim/configs/ms-rcnn/ms-rcnn_r50_fpn_1x_coco.py')
+    f'{installed}/.mim/configs/ms-rcnn/ms-rcnn-mm_r50_fpn_1x_coco.py')
 print(installed)
 print(ms_rcnn_mm.__file__)
 print(cfg.model.type, cfg.model.roi_head.mask_iou_head.type)
@@ -202,6 +203,32 @@ def test_model_index_imports_the_metafile():
     assert (REPO / index['Import'][0]).is_file()
 
 
+def mmdet_names():
+    """Model names of MMDetection's metafiles and stems of its configs."""
+    configs = Path(mmdet.__file__).parent / '.mim' / 'configs'
+    names = {path.stem for path in configs.rglob('*.py')}
+    for metafile in configs.glob('*/metafile.yml'):
+        meta = yaml.safe_load(metafile.read_text())
+        models = meta.get('Models', []) if isinstance(meta, dict) else meta
+        names.update(model['Name'] for model in models)
+    return names
+
+
+def test_no_name_is_one_of_mmdet():
+    """No model name of the metafile and no config of the package is named
+    as one of MMDetection's, which a name lookup (mim, mmengine's model
+    names) could resolve to mmdet's built-in model instead.
+
+    Catches a config or model named as mmdet's, e.g.
+    ``ms-rcnn_r50-caffe_fpn_1x_coco``."""
+    theirs = mmdet_names()
+    assert 'ms-rcnn_r50-caffe_fpn_1x_coco' in theirs
+    meta = yaml.safe_load(METAFILE.read_text())
+    ours = {model['Name'] for model in meta['Models']}
+    ours |= {path.stem for path in (REPO / 'configs').rglob('*.py')}
+    assert not ours & theirs
+
+
 def test_metafile_lists_every_config_with_its_baseline():
     meta = yaml.safe_load(METAFILE.read_text())
     collections = {c['Name'] for c in meta['Collections']}
@@ -223,4 +250,4 @@ def test_metafile_lists_every_config_with_its_baseline():
         assert model['Metadata']['Epochs'] == cfg.train_cfg.max_epochs
         # no result or checkpoint before a real training run
         assert model['Results'] == []
-        assert 'Weights' not in model
+        assert model['Weights'] is None

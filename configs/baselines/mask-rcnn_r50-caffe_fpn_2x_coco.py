@@ -1,5 +1,5 @@
 # Mask R-CNN, ResNet-50 (caffe style) FPN, 24 epochs on COCO: the baseline
-# of ms-rcnn_r50-caffe_fpn_2x_coco.py. mmdet has no 2x caffe Mask R-CNN
+# of ms-rcnn-mm_r50-caffe_fpn_2x_coco.py. mmdet has no 2x caffe Mask R-CNN
 # config; this is its 1x one with mmdet's 2x schedule
 # (mmdet::_base_/schedules/schedule_2x.py), as mmdet's own
 # ms_rcnn/ms-rcnn_r50-caffe_fpn_2x_coco.py does for MS R-CNN.

@@ -1,7 +1,7 @@
 # Mask R-CNN, ResNet-50 FPN in the Mask Scoring R-CNN paper's setting (Huang
 # et al., CVPR 2019, Sec. 4): 18 epochs with the learning rate divided by 10
 # after epochs 14 and 17, and Gaussian soft-NMS at test time. The baseline of
-# ../ms-rcnn/ms-rcnn_r50_fpn_18e-softnms_coco.py.
+# ../ms-rcnn/ms-rcnn-mm_r50_fpn_18e-softnms_coco.py.
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 max_epochs = 18  # 12 in the 1x schedule
 train_cfg = dict(max_epochs=max_epochs)

@@ -1,12 +1,14 @@
 # The demo's small MS R-CNN on real photographs: fruits_nuts (18 images of
-# 800x600, dates, figs and hazelnuts, COCO polygons, 14 train / 4 val).
-# The data root comes from the environment, e.g.
+# 800x600, dates, figs and hazelnuts, COCO polygons, 14 train / 4 val). A
+# copy is in this repository, tests/data/fruits_nuts (MIT licence): the default
+# data root when run from the repository's root. Another root comes from the
+# environment, e.g.
 #     MS_RCNN_FRUITS_NUTS=/data/fruits_nuts python tools/train.py THIS
 # or from --cfg-options (the dataloaders' data_root and the evaluators'
 # ann_file), as `python -m ms_rcnn_mm.demo --no-generate --data-root` does.
 _base_ = './ms-rcnn_r18-w32_fpn_synthetic.py'
 
-data_root = '{{$MS_RCNN_FRUITS_NUTS:../shared/data/fruits_nuts}}/'
+data_root = '{{$MS_RCNN_FRUITS_NUTS:tests/data/fruits_nuts}}/'
 classes = ('date', 'fig', 'hazelnut')
 num_classes = len(classes)
 max_iters = 120  # batches of 4: about 34 epochs of the 14 training images

@@ -1,6 +1,6 @@
 # A small MS R-CNN trained from scratch on the synthetic shapes of
 # `make demo` (ms_rcnn_mm.datasets.synthetic), on a CPU in minutes.
-_base_ = '../ms-rcnn/ms-rcnn_r50_fpn_1x_coco.py'
+_base_ = '../ms-rcnn/ms-rcnn-mm_r50_fpn_1x_coco.py'
 
 data_root = 'data/synthetic/'  # written by ms_rcnn_mm.datasets.synthetic
 classes = ('circle', 'triangle', 'square', 'star')
@@ -41,9 +41,10 @@ model = dict(
     test_cfg=dict(rpn=dict(nms_pre=1000, max_per_img=300)))
 
 image_scale = (256, 256)  # the generated images' size
-# data that fails loudly where it is broken (ms_rcnn_mm.datasets.checked)
+# data that fails loudly where it is broken (ms_rcnn_mm.datasets.checked):
+# the dataset loads images with ms_rcnn_mm.CheckedLoadImageFromFile
 dataset_type = 'ms_rcnn_mm.CheckedCocoDataset'
-load_image = dict(type='ms_rcnn_mm.CheckedLoadImageFromFile')
+load_image = dict(type='LoadImageFromFile')
 train_pipeline = [
     load_image,
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),

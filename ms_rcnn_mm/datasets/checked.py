@@ -25,20 +25,22 @@ Skipped polygons and annotations are counted per reason and reported in one
 mid-epoch. :class:`CheckedLoadImageFromFile` is mmcv's ``LoadImageFromFile``
 whose errors name the image: ``FileNotFoundError`` (missing),
 ``OSError`` such as ``PermissionError`` (unreadable) and
-:class:`ImageFileError` (corrupt or not an image).
+:class:`ImageFileError` (corrupt or not an image). The dataset builds the
+``LoadImageFromFile`` of its pipeline as that class, so configs keep mmcv's
+name, the one mmdet's ``DetInferencer`` looks for in the test pipeline.
 """
 import json
 import os.path as osp
 import warnings
 from collections import Counter
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from mmcv.transforms import LoadImageFromFile
 from mmdet.datasets import CocoDataset
 from mmdet.datasets.api_wrappers import COCO
 
-from ..registry import DATASETS, TRANSFORMS
+from ..registry import DATASETS, TRANSFORMS, scoped
 
 #: top-level fields of a COCO annotation file
 COCO_FIELDS = ('images', 'annotations', 'categories')
@@ -53,6 +55,10 @@ ZERO_AREA = 'zero-area polygon'
 OUTSIDE = 'polygon outside its image'
 NO_POLYGON = 'annotation without a valid polygon'
 UNKNOWN_CATEGORY = 'category_id outside the classes'
+#: the image loader of a pipeline that :class:`CheckedCocoDataset` checks
+PLAIN_LOADERS = ('LoadImageFromFile', LoadImageFromFile)
+
+Transform = Union[dict, Callable]
 
 
 class AnnotationFileError(ValueError):
@@ -127,15 +133,30 @@ def polygon_problem(polygon: list, width: float,
     return None
 
 
+def checked_loader(transform: Transform) -> Transform:
+    """``transform``, or :class:`CheckedLoadImageFromFile` with its arguments
+    where it is mmcv's ``LoadImageFromFile`` (by config name or class)."""
+    if isinstance(transform, dict) and transform.get('type') in PLAIN_LOADERS:
+        return dict(transform, type=scoped('CheckedLoadImageFromFile'))
+    return transform
+
+
 @DATASETS.register_module()
 class CheckedCocoDataset(CocoDataset):
     """mmdet's ``CocoDataset`` with the checks of :mod:`.checked`.
 
-    Takes the arguments of ``CocoDataset``. After loading, ``skipped`` maps
-    each reason to the number of polygons or annotations skipped for it.
+    Takes the arguments of ``CocoDataset``. Its pipeline's
+    ``LoadImageFromFile`` runs as :class:`CheckedLoadImageFromFile`, whose
+    errors name the image. After loading, ``skipped`` maps each reason to
+    the number of polygons or annotations skipped for it.
     """
 
     COCOAPI = CheckedCOCO
+
+    def __init__(self, *args, pipeline: Sequence[Transform] = (),
+                 **kwargs) -> None:
+        super().__init__(
+            *args, pipeline=[checked_loader(t) for t in pipeline], **kwargs)
 
     def load_data_list(self) -> List[dict]:
         """Load, check and report the skipped annotations once."""

@@ -5,7 +5,7 @@ mask AP | mask AP of the Mask R-CNN baseline | gain | Config | Download.
 
 One row per model of the metafile. Its numbers come from the work dir
 ``ROOT/<model name>`` (``tools/train.py``'s default name, e.g.
-``work_dirs/ms-rcnn_r50_fpn_1x_coco``), the baseline's mask AP from
+``work_dirs/ms-rcnn-mm_r50_fpn_1x_coco``), the baseline's mask AP from
 ``BASELINE_ROOT/<stem of the model's Baseline Config>`` (e.g.
 ``work_dirs/mask-rcnn_r50_fpn_1x_coco``, trained with mmdet's config):
 mmengine's ``vis_data/scalars.json`` of training runs (memory, validation

@@ -16,7 +16,7 @@ say what the MaskIoU head costs at test time.
 Example::
 
     python tools/analysis_tools/get_flops.py \\
-        configs/ms-rcnn/ms-rcnn_r50_fpn_1x_coco.py --shape 800 1216
+        configs/ms-rcnn/ms-rcnn-mm_r50_fpn_1x_coco.py --shape 800 1216
 """
 import argparse
 import json

@@ -18,8 +18,8 @@ Examples::
 
     # CPU, 2 images of 512x512
     python tools/analysis_tools/speed_benchmark.py \\
-        configs/ms-rcnn/ms-rcnn_r50_fpn_1x_coco.py \\
-        configs/ms-rcnn/ms-rcnn_r101_fpn_1x_coco.py \\
+        configs/ms-rcnn/ms-rcnn-mm_r50_fpn_1x_coco.py \\
+        configs/ms-rcnn/ms-rcnn-mm_r101_fpn_1x_coco.py \\
         --shape 512 512 --batch 2 --repeats 5 --out speed_cpu.json
     # GPU, 2 images of 1333x800, with and without float16 autocast
     python tools/analysis_tools/speed_benchmark.py CONFIGS... \\

@@ -1,57 +1,88 @@
-"""Run an MS R-CNN config and checkpoint on one image and draw its masks,
-each labelled ``class mask_score`` (mask score = cls score x MaskIoU).
+"""Run an MS R-CNN on images and draw each mask labelled by its mask score.
 
-Usage::
+mmdet 3.x's ``demo/image_demo.py`` for this package: the same arguments,
+run through :class:`ms_rcnn_mm.apis.DetInferencer`, so the predictions
+(``OUT_DIR/preds/<image>.json``) also hold ``mask_scores`` and
+``mask_ious`` (and ``maskness`` where the model predicts it), and the drawn
+images (``OUT_DIR/vis/<image>``) label each mask ``class: mask score``
+(in percent, as mmdet writes scores).
 
-    python tools/demo/image_demo.py IMAGE CONFIG CHECKPOINT \\
-        [--out-file result.png] [--json result.json] [--device cpu] \\
-        [--min-score 0.3]
+Examples::
 
-``--json`` also writes every detection (box, class, cls score, predicted
-MaskIoU, mask score; masks as COCO RLE).
+    python tools/demo/image_demo.py demo.jpg \\
+        configs/demo/ms-rcnn_r18-w32_fpn_synthetic.py \\
+        --weights work_dirs/demo/iter_340.pth --out-dir outputs
+    # a folder of images, a config from the metafile by name
+    python tools/demo/image_demo.py images/ ms-rcnn-mm_r50_fpn_1x_coco \\
+        --weights epoch_12.pth --device cpu --batch-size 4
 """
-import argparse
-import json
+from argparse import ArgumentParser, Namespace
+from typing import List, Optional
 
-import mmcv
-from mmdet.apis import inference_detector, init_detector
+import torch
 
-import ms_rcnn_mm  # noqa: F401  (registers the package's modules)
-from ms_rcnn_mm.visualization import (GRID_MIN_SCORE, draw_image,
-                                      instances_to_detections)
+from ms_rcnn_mm.apis import DetInferencer
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('img', help='image file')
-    parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--out-file', default='result.png',
-                        help='the drawn image (PNG)')
-    parser.add_argument('--json', help='also write the detections here')
-    parser.add_argument('--device', default='cpu', help='e.g. cuda:0')
-    parser.add_argument('--min-score', type=float, default=GRID_MIN_SCORE,
-                        help='mask score below which masks are not drawn')
-    return parser.parse_args()
+def parse_args(argv: Optional[List[str]] = None) -> Namespace:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        'inputs', help='an image file or a folder of images')
+    parser.add_argument(
+        'model', nargs='?',
+        help='a config file, or a model name of configs/ms-rcnn/'
+        'metafile.yml; left out: the config saved in --weights')
+    parser.add_argument('--weights', help='checkpoint file')
+    parser.add_argument(
+        '--out-dir', default='outputs',
+        help='where vis/ and preds/ are written (default: %(default)s)')
+    parser.add_argument(
+        '--device', default='cuda:0' if torch.cuda.is_available() else 'cpu',
+        help='device used for inference (default: %(default)s)')
+    parser.add_argument(
+        '--pred-score-thr', type=float, default=0.3,
+        help='mask score below which instances are not drawn '
+        '(default: %(default)s)')
+    parser.add_argument(
+        '--batch-size', type=int, default=1,
+        help='images per forward (default: %(default)s)')
+    parser.add_argument(
+        '--show', action='store_true', help='show each drawn image')
+    parser.add_argument(
+        '--no-save-vis', action='store_true',
+        help='do not write the drawn images')
+    parser.add_argument(
+        '--no-save-pred', action='store_true',
+        help='do not write the predictions')
+    parser.add_argument(
+        '--print-result', action='store_true',
+        help='print the predictions')
+    parser.add_argument(
+        '--palette', default='none',
+        choices=['coco', 'voc', 'citys', 'random', 'none'],
+        help="colour palette ('none': the config's or the checkpoint's)")
+    args = parser.parse_args(argv)
+    if args.model is None and args.weights is None:
+        parser.error('give a config or model name, --weights, or both')
+    return args
 
 
-def main():
-    args = parse_args()
-    model = init_detector(args.config, args.checkpoint, device=args.device)
-    img = mmcv.imread(args.img)  # BGR, as the test pipeline expects
-    result = inference_detector(model, img)
-    detections = instances_to_detections(result.pred_instances)
-    names = dict(enumerate(model.dataset_meta['classes']))
-    shown = draw_image(mmcv.bgr2rgb(img), detections, names, args.out_file,
-                       args.min_score)
-    print(f'{len(detections)} detections, {len(shown)} with a mask score '
-          f'>= {args.min_score} drawn to {args.out_file}')
-    if args.json:
-        for det in detections:
-            det['segmentation']['counts'] = det['segmentation'][
-                'counts'].decode()
-        with open(args.json, 'w') as f:
-            json.dump(detections, f)
+def main(argv: Optional[List[str]] = None) -> dict:
+    """Run the inferencer; returns its result (``predictions``,
+    ``visualization``)."""
+    args = parse_args(argv)
+    inferencer = DetInferencer(
+        model=args.model, weights=args.weights, device=args.device,
+        palette=args.palette)
+    out_dir = '' if args.no_save_vis and args.no_save_pred else args.out_dir
+    results = inferencer(
+        args.inputs, batch_size=args.batch_size, out_dir=out_dir,
+        pred_score_thr=args.pred_score_thr, show=args.show,
+        no_save_vis=args.no_save_vis, no_save_pred=args.no_save_pred,
+        print_result=args.print_result)
+    if out_dir:
+        print(f'results have been saved at {out_dir}')
+    return results
 
 
 if __name__ == '__main__':
