@@ -91,7 +91,8 @@ def test_mmdet_inferencer_predicts_what_the_test_pipeline_gives(
 def test_our_inferencer_returns_and_saves_the_mask_scores(
         models, image, name, tmp_path):
     """Each prediction (returned, and in ``preds/<image>.json``) holds the
-    model's ``mask_scores`` and ``mask_ious`` beside mmdet's fields.
+    model's ``mask_scores``, ``mask_ious`` and ``maskness`` beside mmdet's
+    fields.
 
     Catches a field left out of the dict or of the JSON file, and values
     that are not the model's own."""
@@ -104,31 +105,12 @@ def test_our_inferencer_returns_and_saves_the_mask_scores(
     (sample, ) = inferencer(image, return_datasamples=True)['predictions']
     instances = sample.pred_instances
     assert len(instances) > 0
-    for field in ('scores', 'mask_scores', 'mask_ious'):
+    for field in ('scores', 'mask_scores', 'mask_ious', 'maskness'):
         np.testing.assert_allclose(pred[field], instances[field].numpy(),
                                    rtol=1e-6, err_msg=field)
-    assert 'maskness' not in pred  # the model does not predict it
     saved = json.loads((tmp_path / 'preds' / 'shapes.json').read_text())
     assert saved == pred
     assert len(saved['masks']) == len(saved['mask_scores'])
-
-
-def test_maskness_is_written_where_predicted(models, image, tmp_path):
-    """A prediction whose ``pred_instances`` hold ``maskness`` (a float per
-    detection, as ``mask_ious``) gets it in its dict and its JSON file.
-
-    Catches a score field written only for the fields the heads have
-    today."""
-    config, weights = models['demo']
-    inferencer = DetInferencer(model=config, weights=weights, device='cpu',
-                               show_progress=False)
-    (sample, ) = inferencer(image, return_datasamples=True)['predictions']
-    maskness = torch.linspace(0, 1, len(sample.pred_instances))
-    sample.pred_instances.maskness = maskness
-    pred = inferencer.pred2dict(sample, str(tmp_path))
-    np.testing.assert_allclose(pred['maskness'], maskness.numpy())
-    saved = json.loads((tmp_path / 'preds' / 'shapes.json').read_text())
-    assert saved['maskness'] == pred['maskness']
 
 
 def test_drawn_masks_are_kept_and_labelled_by_mask_score(models, image):
