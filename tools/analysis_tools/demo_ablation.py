@@ -33,8 +33,10 @@ ARMS: Dict[str, List[str]] = {
     'shipped': [],
     'logit': [HEAD + "mask_input='logit'"],
     'probability': [HEAD + "mask_input='probability'"],
-    'loss_weight_1': [HEAD + 'loss_iou.loss_weight=1.0'],
-    'loss_weight_0.5': [HEAD + 'loss_iou.loss_weight=0.5'],
+    'loss_weight_1': [HEAD + 'loss_iou.type=MSELoss',
+                      HEAD + 'loss_iou.loss_weight=1.0'],
+    'loss_weight_0.5': [HEAD + 'loss_iou.type=MSELoss',
+                        HEAD + 'loss_iou.loss_weight=0.5'],
     'all_positives': [HEAD + 'loss_target_thr=None'],
     'detach_mask': [HEAD + 'detach_mask=True'],
     'head_lr_x3': [
