@@ -19,8 +19,7 @@ from mmengine.structures import InstanceData
 from ms_rcnn_mm.analysis.speed import cuda_synchronisations
 from ms_rcnn_mm.models import MaskIoUHead, area_ratio, gt_area_ratios
 from ms_rcnn_mm.models.area_ratio import (NO_KERNEL_ENV, SummedAreaTables,
-                                         area_ratios, bitmap_crops,
-                                         boxes_on_host)
+                                          bitmap_crops, boxes_on_host)
 
 MASK_SIZE = 28
 TRAIN_CFG = ConfigDict(mask_thr_binary=0.5)
