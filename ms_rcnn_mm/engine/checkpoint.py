@@ -5,10 +5,13 @@ Atomic writes
     ``save_checkpoint`` in ``Runner.save_checkpoint`` (installed by
     :func:`install_atomic_save`, which ``import ms_rcnn_mm`` calls): a local
     checkpoint is written to a temporary file in the same folder, flushed to
-    disk and renamed over its final name, so a run killed while it writes
-    leaves the previous files as they were and never a partial
-    ``iter_N.pth``. ``CheckpointHook`` writes ``last_checkpoint`` only after
-    the checkpoint is complete.
+    disk and renamed over its final name, and the folder is flushed after
+    the rename, so a run killed while it writes (or a machine that loses
+    power afterwards) leaves the previous files as they were and never a
+    partial ``iter_N.pth``. The file gets the mode a plain write gets under
+    the process's umask (0644 under 022), so that a group that shares the
+    work folder can read it. ``CheckpointHook`` writes ``last_checkpoint``
+    only after the checkpoint is complete.
 
 Resume
     :class:`ResumeCheckHook` makes ``--resume`` (without a path) start from
@@ -28,11 +31,12 @@ Random state
     stored: mmengine replays the already-trained batches of the epoch to
     reach the resume point, which redraws them.
 """
+import errno
 import logging
 import os
 import os.path as osp
 import re
-import tempfile
+import uuid
 from typing import List, Optional, Tuple
 
 import mmengine.runner.runner as mmengine_runner
@@ -42,8 +46,8 @@ from mmengine.logging import print_log
 from mmengine.runner.checkpoint import find_latest_checkpoint
 from mmengine.runner.checkpoint import save_checkpoint as mmengine_save
 
-from ..compat import CheckpointError, UntrustedCheckpointError
-from ..compat import load_local_checkpoint
+from ..compat import (CheckpointError, UntrustedCheckpointError,
+                      load_local_checkpoint)
 from ..registry import HOOKS
 
 #: key of the random state in a checkpoint's ``meta``
@@ -52,6 +56,19 @@ RNG_KEY = 'ms_rcnn_mm_rng_state'
 CHECKPOINT_NAME = re.compile(r'^(?:epoch|iter)_(\d+)\.pth$')
 #: URI scheme separator: such filenames go to mmengine's own writer
 URI_MARK = '://'
+#: mode of a new checkpoint before the umask, that of ``open(path, 'wb')``
+NEW_FILE_MODE = 0o666
+#: errors of ``fsync`` on a folder of a file system that cannot flush one
+UNSUPPORTED_FSYNC = (errno.EINVAL, errno.ENOTSUP)
+#: warnings already given (each is given once)
+_WARNED = set()
+
+
+def _warn_once(message: str) -> None:
+    """``message`` as a warning of the current logger, the first time."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print_log(message, logger='current', level=logging.WARNING)
 
 
 def save_checkpoint_atomically(checkpoint: dict, filename: str,
@@ -71,8 +88,11 @@ def save_checkpoint_atomically(checkpoint: dict, filename: str,
         return
     folder = osp.dirname(osp.abspath(filename))
     os.makedirs(folder, exist_ok=True)
-    fd, partial = tempfile.mkstemp(
-        prefix=f'.{osp.basename(filename)}.', suffix='.partial', dir=folder)
+    partial = osp.join(folder,
+                       f'.{osp.basename(filename)}.{uuid.uuid4().hex}.partial')
+    # a new file, as open(filename, 'wb') makes it: the umask decides its
+    # mode (mkstemp's 0600 would hide it from the group)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, NEW_FILE_MODE)
     try:
         with os.fdopen(fd, 'wb') as f:
             torch.save(checkpoint, f)
@@ -83,6 +103,26 @@ def save_checkpoint_atomically(checkpoint: dict, filename: str,
         if osp.exists(partial):
             os.remove(partial)
         raise
+    fsync_folder(folder)
+
+
+def fsync_folder(folder: str) -> None:
+    """Flush ``folder``'s entries (a rename into it) to disk.
+
+    File systems that cannot flush a folder (``EINVAL``), some network ones,
+    get a warning once; the file itself is complete on disk by then.
+    """
+    fd = os.open(folder, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in UNSUPPORTED_FSYNC:
+            raise
+        _warn_once(f'cannot flush the folder {folder} to disk ({err}): the '
+                   'checkpoint is complete, but its new name may not '
+                   'survive a power loss')
+    finally:
+        os.close(fd)
 
 
 def install_atomic_save() -> None:
