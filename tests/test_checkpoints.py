@@ -1,21 +1,27 @@
 """Checkpoints from elsewhere and for a group: NumPy 1.x pickles on the
-allow-list (and nothing else), file modes under the umask, and the folder
-flushed after the rename."""
+allow-list (and nothing else), file modes under the umask, the folder
+flushed after the rename, and torch's random state per rank and per GPU."""
+import json
 import os
 import stat
+import subprocess
+import sys
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from helpers import REPO
 from mmengine.logging import HistoryBuffer
 
 from ms_rcnn_mm.compat import (TRUST_ENV, UntrustedCheckpointError,
                                load_local_checkpoint)
 from ms_rcnn_mm.engine import checkpoint as engine_checkpoint
 from ms_rcnn_mm.engine import save_checkpoint_atomically
+from ms_rcnn_mm.engine.checkpoint import RNG_KEY, ResumeCheckHook
 
 #: NumPy 2.x's and 1.x's name of the module of the array reconstructors,
 #: as they stand in a pickle's GLOBAL opcodes (protocol 2: module and name
@@ -23,6 +29,7 @@ from ms_rcnn_mm.engine import save_checkpoint_atomically
 NUMPY_2_MODULE = b'numpy._core.multiarray\n'
 NUMPY_1_MODULE = b'numpy.core.multiarray\n'
 RECONSTRUCT = b'_reconstruct\n'
+RANK_PROBE = REPO / 'tests' / 'rank_rng_probe.py'
 
 
 def mmengine_like_checkpoint() -> dict:
@@ -167,3 +174,156 @@ def record_logs(monkeypatch) -> list:
     monkeypatch.setattr(engine_checkpoint, 'print_log',
                         lambda message, **kwargs: logged.append(message))
     return logged
+
+
+def fake_gpus(monkeypatch, count: int, first: int = 0) -> dict:
+    """``count`` visible GPUs whose random states are ByteTensors filled
+    with ``first + g``; returns the states by device, as set."""
+    states = {g: torch.full((16, ), first + g, dtype=torch.uint8)
+              for g in range(count)}
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(cuda, 'is_initialized', lambda: True)
+    monkeypatch.setattr(cuda, 'device_count', lambda: count)
+    monkeypatch.setattr(cuda, 'get_rng_state_all',
+                        lambda: [states[g].clone() for g in range(count)])
+
+    def set_rng_state(state, device):
+        assert 0 <= device < count, f'GPU {device} of {count}'
+        states[device] = state.clone()
+
+    monkeypatch.setattr(cuda, 'set_rng_state', set_rng_state)
+    return states
+
+
+def saved_checkpoint(hook: ResumeCheckHook) -> dict:
+    checkpoint = {'meta': {}}
+    hook.before_save_checkpoint(SimpleNamespace(), checkpoint)
+    return checkpoint
+
+
+def resume(checkpoint: dict) -> None:
+    """A fresh hook's resume from ``checkpoint``, up to the first
+    iteration's restore."""
+    hook = ResumeCheckHook()
+    hook.after_load_checkpoint(SimpleNamespace(_resume=True), checkpoint)
+    hook.before_train_iter(SimpleNamespace(), 0)
+
+
+@pytest.mark.parametrize('resumed_gpus', [4, 2, 6])
+def test_resume_with_other_visible_gpus_restores_what_matches(
+        resumed_gpus, monkeypatch):
+    """Saved with 4 visible GPUs: resumed with 4 all are restored silently;
+    with 2, GPUs 0-1 (no IndexError, issue 17); with 6, GPUs 0-3 while 4-5
+    keep their state; a different count warns with both counts. Catches
+    ``set_rng_state_all`` of the saved list, and restores shifted by GPU."""
+    logged = record_logs(monkeypatch)
+    torch.manual_seed(7)
+    fake_gpus(monkeypatch, 4, first=10)
+    checkpoint = saved_checkpoint(ResumeCheckHook())
+    cpu = torch.get_rng_state()
+    torch.manual_seed(8)
+    states = fake_gpus(monkeypatch, resumed_gpus, first=100)
+    resume(checkpoint)
+    assert torch.equal(torch.get_rng_state(), cpu)
+    assert [int(states[g][0]) for g in range(resumed_gpus)] == [
+        10 + g if g < 4 else 100 + g for g in range(resumed_gpus)]
+    if resumed_gpus == 4:
+        assert logged == []
+    else:
+        assert len(logged) == 1 and f'of 4 GPU(s), this process sees ' \
+            f'{resumed_gpus}' in logged[0]
+
+
+def fake_world(monkeypatch, rank: int, world_size: int,
+               gathered: list = None) -> None:
+    """This process as ``rank`` of ``world_size``, whose all-gather returns
+    ``gathered``."""
+    monkeypatch.setattr(engine_checkpoint, 'get_rank', lambda: rank)
+    monkeypatch.setattr(engine_checkpoint, 'get_world_size',
+                        lambda: world_size)
+    monkeypatch.setattr(engine_checkpoint, 'all_gather_object',
+                        lambda state: list(gathered))
+
+
+def cpu_states(seeds) -> list:
+    """The CPU random state after seeding with each seed."""
+    states = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        states.append(dict(cpu=torch.get_rng_state()))
+    return states
+
+
+@pytest.mark.parametrize('rank,world_size', [(0, 3), (2, 3), (1, 2),
+                                             (3, 4)])
+def test_each_rank_restores_its_own_state(rank, world_size, monkeypatch):
+    """Saved by 3 ranks (their states gathered at the iteration's end):
+    rank r restores rank r's state; a resume with another number of ranks
+    warns, and a rank without a saved state keeps its own. Catches every
+    rank restoring rank 0's state (issue 17) and an off-by-one rank."""
+    logged = record_logs(monkeypatch)
+    saved = cpu_states([30, 31, 32])
+    fake_world(monkeypatch, 0, 3, saved)
+    hook = ResumeCheckHook()
+    hook.after_train_iter(SimpleNamespace(), 0)
+    checkpoint = saved_checkpoint(hook)
+    stored = checkpoint['meta'][RNG_KEY]['ranks']
+    assert [torch.equal(s['cpu'], w['cpu'])
+            for s, w in zip(stored, saved)] == [True] * 3
+    fake_world(monkeypatch, rank, world_size)
+    own = cpu_states([99])[0]['cpu']
+    resume(checkpoint)
+    want = saved[rank]['cpu'] if rank < 3 else own
+    assert torch.equal(torch.get_rng_state(), want)
+    assert (len(logged) == 1) == (world_size != 3)
+    if world_size != 3:
+        assert f'of 3 rank(s), this run has {world_size}' in logged[0]
+
+
+def test_state_saved_before_ranks_is_rank_0s(monkeypatch):
+    """A checkpoint of ms_rcnn_mm before per-rank states (one state, no
+    rank list) resumes rank 0 exactly and leaves rank 1 as it is."""
+    record_logs(monkeypatch)
+    old = cpu_states([41])[0]
+    checkpoint = {'meta': {RNG_KEY: old}}
+    fake_world(monkeypatch, 0, 1)
+    torch.manual_seed(5)
+    resume(checkpoint)
+    assert torch.equal(torch.get_rng_state(), old['cpu'])
+    fake_world(monkeypatch, 1, 2)
+    own = cpu_states([6])[0]['cpu']
+    resume(checkpoint)
+    assert torch.equal(torch.get_rng_state(), own)
+
+
+def test_load_from_does_not_restore_the_random_state(monkeypatch):
+    """``load_from`` (no ``--resume``) starts a new run: its draws follow
+    its own seed, not the checkpoint's state."""
+    saved = cpu_states([50])[0]
+    own = cpu_states([51])[0]['cpu']
+    hook = ResumeCheckHook()
+    hook.after_load_checkpoint(SimpleNamespace(_resume=False),
+                               {'meta': {RNG_KEY: {'ranks': [saved]}}})
+    hook.before_train_iter(SimpleNamespace(), 0)
+    assert torch.equal(torch.get_rng_state(), own)
+
+
+def test_two_ranks_under_gloo_each_resume_their_own_draws(tmp_path):
+    """Two processes (torchrun, gloo) with different random states: after a
+    checkpoint written by rank 0 and a resume, each rank draws what it would
+    have drawn without the interruption, and the two ranks' draws differ (so
+    a rank restoring rank 0's state would fail)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='',
+               PYTHONPATH=os.pathsep.join(
+                   [str(REPO / 'tests'), os.environ.get('PYTHONPATH', '')]))
+    out = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+         '--nproc_per_node', '2', str(RANK_PROBE), str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    draws = [json.loads((tmp_path / f'draws_rank{r}.json').read_text())
+             for r in (0, 1)]
+    for rank in (0, 1):
+        assert draws[rank]['resumed'] == draws[rank]['uninterrupted']
+    assert draws[0]['uninterrupted'] != draws[1]['uninterrupted']
