@@ -149,7 +149,8 @@ def test_folder_is_flushed_after_the_rename(tmp_path, monkeypatch):
 def test_folder_that_cannot_be_flushed_warns_and_keeps_the_file(
         tmp_path, monkeypatch):
     """A file system that refuses to flush a folder (EINVAL) gets a warning
-    naming the folder; the checkpoint is in place."""
+    naming the folder; the checkpoint is in place. Catches a save that
+    fails (or removes the finished file) for want of a folder fsync."""
     real_fsync = os.fsync
     logged = record_logs(monkeypatch)
 
@@ -283,7 +284,8 @@ def test_each_rank_restores_its_own_state(rank, world_size, monkeypatch):
 
 def test_state_saved_before_ranks_is_rank_0s(monkeypatch):
     """A checkpoint of ms_rcnn_mm before per-rank states (one state, no
-    rank list) resumes rank 0 exactly and leaves rank 1 as it is."""
+    rank list) resumes rank 0 exactly and leaves rank 1 as it is; catches
+    a KeyError on the old format, or rank 1 taking rank 0's state."""
     record_logs(monkeypatch)
     old = cpu_states([41])[0]
     checkpoint = {'meta': {RNG_KEY: old}}
@@ -299,7 +301,8 @@ def test_state_saved_before_ranks_is_rank_0s(monkeypatch):
 
 def test_load_from_does_not_restore_the_random_state(monkeypatch):
     """``load_from`` (no ``--resume``) starts a new run: its draws follow
-    its own seed, not the checkpoint's state."""
+    its own seed, not the checkpoint's state; catches a restore that
+    ignores ``runner._resume``."""
     saved = cpu_states([50])[0]
     own = cpu_states([51])[0]['cpu']
     hook = ResumeCheckHook()

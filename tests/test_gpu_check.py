@@ -21,6 +21,8 @@ SMOKE_TIMEOUT_S = 1500
 
 
 def test_output_folder_comes_from_out_then_the_default(monkeypatch):
+    """``--out``, else ``$OUT`` (the device machine's), else the default;
+    catches an ``$OUT`` that is ignored."""
     monkeypatch.setenv('OUT', '/tmp/out_of_the_device')
     assert parse_args([]).out == '/tmp/out_of_the_device'
     assert parse_args(['--out', 'elsewhere']).out == 'elsewhere'
@@ -36,6 +38,8 @@ def test_output_folder_comes_from_out_then_the_default(monkeypatch):
     (['--steps', 'speed', 'sped'], "invalid choice: 'sped'"),
 ])
 def test_bad_arguments_are_named(argv, message, capsys):
+    """Each bad argument stops the check before any step, naming the value;
+    catches a check that starts with a config that does not exist."""
     with pytest.raises(SystemExit) as err:
         parse_args(argv)
     assert err.value.code == 2
@@ -44,7 +48,8 @@ def test_bad_arguments_are_named(argv, message, capsys):
 
 def test_gpu_run_without_a_gpu_stops_at_once(tmp_path):
     """Without ``--smoke`` a machine without CUDA gets a message, no
-    report, and a non-zero exit (torch here is a CPU build)."""
+    report, and a non-zero exit (torch here is a CPU build); catches a GPU
+    check that would time CPU runs as GPU numbers."""
     out = subprocess.run(
         [sys.executable, '-m', 'ms_rcnn_mm.analysis.gpu_check', '--out',
          str(tmp_path)], capture_output=True, text=True, cwd=REPO)
@@ -61,7 +66,9 @@ def python_step(name: str, code: str, timeout_s: int = 60,
 def test_steps_report_failure_timeout_and_a_spent_budget(tmp_path):
     """A failing command, one past its limit (killed within a second or two
     of it, children included), one whose result cannot be read, and one
-    that finds too little budget left: each is recorded as such."""
+    that finds too little budget left: each is recorded as such. Catches a
+    runner that waits past the limit, leaves children running, or records
+    a failed step as passed."""
     deadline = time.monotonic() + 120
     failed = run_step(python_step('bad', 'raise SystemExit("no GPU 7")'),
                       tmp_path, deadline)
@@ -103,6 +110,8 @@ def smoke_run(tmp_path_factory):
 
 
 def test_smoke_run_passes_every_step_and_writes_both_files(smoke_run):
+    """The shell script with the test's Python runs every step on the CPU;
+    catches a step whose command or config is broken."""
     proc, out = smoke_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((out / JSON_NAME).read_text())
@@ -119,7 +128,8 @@ def test_smoke_run_results_hold_the_numbers_of_each_step(smoke_run):
     """The CUDA tests are collected and all skipped here; the targets agree
     with mmdet's; the speed step times the three models; the two training
     iterations give finite losses and a checkpoint with one rank's random
-    state and no GPU's."""
+    state and no GPU's. Catches a step whose result file is not the one its
+    command writes."""
     _, out = smoke_run
     steps = {s['name']: s['result']
              for s in json.loads((out / JSON_NAME).read_text())['steps']}
@@ -138,6 +148,8 @@ def test_smoke_run_results_hold_the_numbers_of_each_step(smoke_run):
 
 
 def test_smoke_run_markdown_has_a_row_per_step_and_model(smoke_run):
+    """The markdown holds a row per step and per timed model; catches a
+    writer that drops a section."""
     _, out = smoke_run
     text = (out / MARKDOWN_NAME).read_text()
     assert text.startswith('# GPU check (smoke run on the CPU)')

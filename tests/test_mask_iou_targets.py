@@ -465,6 +465,9 @@ def test_no_kernel_variable_forces_the_portable_path_and_says_so_once(
 
 
 def test_portable_path_says_once_that_the_kernel_is_missing(monkeypatch):
+    """An install without the kernel gets the kernel's ratios, and one
+    warning with the import error; catches a silent fallback or a warning
+    at every call."""
     boxes, inds, masks = case_of_one_image(13)
     monkeypatch.delenv(NO_KERNEL_ENV, raising=False)
     want = gt_area_ratios(boxes, inds, masks)
@@ -478,7 +481,8 @@ def test_portable_path_says_once_that_the_kernel_is_missing(monkeypatch):
 
 def test_polygons_take_the_portable_path_without_warning(monkeypatch):
     """Polygon masks never reach the kernel (it reads bitmaps) and need no
-    warning for that."""
+    warning for that; catches polygons handed to the kernel, or a warning
+    about a choice the user did not make."""
     monkeypatch.delenv(NO_KERNEL_ENV, raising=False)
     monkeypatch.setattr(area_ratio, '_box_areas', RefusingKernel)
     polygons = PolygonMasks([[np.array([4., 4., 12., 4., 12., 12., 4., 12.])]],
