@@ -21,7 +21,7 @@ distribution>/ms_rcnn_mm/.mim``.
 Builds one C extension, ``ms_rcnn_mm.models._box_areas`` (the CPU kernel of
 the MaskIoU targets' area ratios, ``ms_rcnn_mm/models/csrc``), with OpenMP.
 It is optional: where it cannot be built the package falls back to its
-NumPy path, and says so when it is first used.
+portable path, and says so when it is first used.
 """
 import os
 import shutil

@@ -2,14 +2,14 @@
 
 Imported by ``import ms_rcnn_mm``; every fix is narrow and idempotent.
 
-Checkpoint loading under torch >= 2.6
-    ``torch.load`` defaults to ``weights_only=True`` there, and mmengine
-    0.10.7 calls it without the argument, so a checkpoint written by
+Checkpoint loading (torch >= 2.6, the supported floor)
+    ``torch.load`` defaults to ``weights_only=True`` from torch 2.6 on, and
+    mmengine 0.10.7 calls it without the argument, so a checkpoint written by
     mmengine's ``CheckpointHook`` fails to load (``--resume``, ``load_from``).
     Instead of turning the safe loader off, :func:`allow_mmengine_globals`
     allow-lists the few extra types that mmengine checkpoints hold (its
     ``HistoryBuffer`` with its statistics methods, NumPy arrays, dtypes and
-    scalars), and
+    scalars, under the names NumPy 1.x and 2.x pickle them by), and
     :func:`load_local_checkpoint` replaces mmengine's loader for local
     paths: it keeps ``weights_only=True``, and turns torch's errors into
     :class:`CheckpointError` messages that name the file. A checkpoint that
@@ -42,7 +42,7 @@ import os
 import os.path as osp
 import pickle
 import subprocess
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -59,8 +59,14 @@ TRUST_ENV = 'MS_RCNN_MM_TRUSTED_CHECKPOINTS'
 #: statistics every HistoryBuffer registers (its ``_statistics_methods`` is
 #: filled only when a first buffer is built, so a fresh process has none)
 HISTORY_BUFFER_STATISTICS = ('min', 'max', 'current', 'mean')
-#: torch releases whose ``torch.load`` defaults to ``weights_only=True``.
-WEIGHTS_ONLY_DEFAULT_SINCE = (2, 6)
+#: the module that holds NumPy's array and scalar reconstructors, as NumPy
+#: 1.x and 2.x pickles name it (2.x moved ``numpy.core`` to ``numpy._core``)
+NUMPY_MULTIARRAY_NAMES = ('numpy.core.multiarray', 'numpy._core.multiarray')
+#: the reconstructors of that module that pickled arrays and scalars call
+NUMPY_RECONSTRUCTORS = ('_reconstruct', 'scalar')
+#: how torch's weights-only unpickler starts the line that names a global of
+#: a module it blocks outright (``os``, ``posix``, ``subprocess``, ...)
+BLOCKED_GLOBAL = 'Trying to load unsupported GLOBAL'
 #: mmengine's and torch's default rendezvous port
 DEFAULT_MASTER_PORT = '29500'
 #: environment variables each launcher sets, read by :func:`launcher_env`
@@ -84,16 +90,19 @@ class UntrustedCheckpointError(CheckpointError):
     because the user has not marked it trusted."""
 
 
-def _torch_version() -> tuple:
-    return tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2])
+def _numpy_globals() -> List[Union[Callable, Tuple[Callable, str]]]:
+    """NumPy types that pickled arrays, dtypes and scalars refer to.
 
-
-def _numpy_globals() -> List[Callable]:
-    """NumPy types that pickled arrays, dtypes and scalars refer to."""
-    core = getattr(np, '_core', None) or np.core
+    The reconstructors are listed under both their NumPy 1.x and 2.x names
+    (:data:`NUMPY_MULTIARRAY_NAMES`), whichever NumPy is installed: a
+    checkpoint saved under either loads under both.
+    """
+    multiarray = (getattr(np, '_core', None) or np.core).multiarray
+    reconstructors = [(getattr(multiarray, name), f'{module}.{name}')
+                      for module in NUMPY_MULTIARRAY_NAMES
+                      for name in NUMPY_RECONSTRUCTORS]
     dtype_classes = [type(np.dtype(code)) for code in '?bBhHiIlLqQefdgFDGUSO']
-    return [core.multiarray._reconstruct, core.multiarray.scalar,
-            np.ndarray, np.dtype] + dtype_classes
+    return reconstructors + [np.ndarray, np.dtype] + dtype_classes
 
 
 def history_buffer_method(owner: type, name: str) -> Callable:
@@ -113,10 +122,9 @@ def history_buffer_method(owner: type, name: str) -> Callable:
 
 def allow_mmengine_globals() -> None:
     """Allow-list what mmengine checkpoints hold for ``weights_only`` loads."""
-    if hasattr(torch.serialization, 'add_safe_globals'):
-        torch.serialization.add_safe_globals(
-            [HistoryBuffer, (history_buffer_method, '__builtin__.getattr'),
-             (history_buffer_method, 'builtins.getattr')] + _numpy_globals())
+    torch.serialization.add_safe_globals(
+        [HistoryBuffer, (history_buffer_method, '__builtin__.getattr'),
+         (history_buffer_method, 'builtins.getattr')] + _numpy_globals())
 
 
 def is_trusted(filename: str) -> bool:
@@ -170,8 +178,12 @@ def load_local_checkpoint(filename: str,
 
 def _first_line(err: Exception) -> str:
     """The line of ``err`` that says what failed (torch puts it after
-    'WeightsUnpickler error:')."""
+    'WeightsUnpickler error:', or, for a global of a module it blocks, on a
+    line of its own that names the ``GLOBAL``)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    blocked = [line for line in lines if line.startswith(BLOCKED_GLOBAL)]
+    if blocked:
+        return blocked[0]
     for k, line in enumerate(lines):
         if line.endswith('WeightsUnpickler error:') and k + 1 < len(lines):
             return lines[k + 1]
@@ -354,7 +366,6 @@ def apply() -> None:
     """Apply every fix of this module (idempotent)."""
     allow_mmengine_globals()
     logger_hook.dump = dump_on_main_process
-    if _torch_version() >= WEIGHTS_ONLY_DEFAULT_SINCE:
-        # mmengine registers its local loader under the empty prefix.
-        CheckpointLoader.register_scheme(
-            prefixes='', loader=load_local_checkpoint, force=True)
+    # mmengine registers its local loader under the empty prefix.
+    CheckpointLoader.register_scheme(
+        prefixes='', loader=load_local_checkpoint, force=True)

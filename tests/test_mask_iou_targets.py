@@ -1,9 +1,10 @@
 """MaskIoU targets: brute-force reference, mmdet parity, polygons, edge
-cases."""
+cases, on the compiled kernel and on the portable path."""
 import math
 import re
 import subprocess
 import sys
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,22 +16,27 @@ from mmdet.structures.mask import BitmapMasks, PolygonMasks
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 
+from ms_rcnn_mm.analysis.speed import cuda_synchronisations
 from ms_rcnn_mm.models import MaskIoUHead, area_ratio, gt_area_ratios
-from ms_rcnn_mm.models.area_ratio import (SummedAreaTables, area_ratios,
-                                         bitmap_crops, dense_tables)
+from ms_rcnn_mm.models.area_ratio import (NO_KERNEL_ENV, SummedAreaTables,
+                                          bitmap_crops, boxes_on_host)
 
 MASK_SIZE = 28
 TRAIN_CFG = ConfigDict(mask_thr_binary=0.5)
 KERNEL = area_ratio._box_areas
 
 
-@pytest.fixture(params=['kernel', 'numpy'])
+@pytest.fixture(params=['kernel', 'portable'])
 def host_path(request, monkeypatch):
-    """Runs a test with the compiled kernel and with the NumPy path (what a
-    machine without a C compiler gets) for bitmap masks on the host."""
-    if request.param == 'numpy':
-        monkeypatch.setattr(area_ratio, '_box_areas', None)
-        monkeypatch.setattr(area_ratio, '_WARNED', True)
+    """Runs a test with the compiled kernel and with the portable path
+    (forced by ``MS_RCNN_MM_NO_KERNEL=1``, as a machine without a C compiler
+    gets it) for bitmap masks."""
+    monkeypatch.setattr(area_ratio, '_WARNED', set())
+    if request.param == 'portable':
+        monkeypatch.setenv(NO_KERNEL_ENV, '1')
+    else:
+        monkeypatch.delenv(NO_KERNEL_ENV, raising=False)
+        assert area_ratio.kernel_enabled(), 'the kernel was not built'
     return request.param
 
 
@@ -263,51 +269,6 @@ def test_tensor_masks_and_empty_inputs(host_path):
                           no_gt).shape == (0, )
 
 
-def test_dense_tables_of_device_masks_give_the_same_ratios():
-    """Masks that live on an accelerator get whole-image tables built there
-    (run here on CPU tensors, which that code path treats alike)."""
-    rng = np.random.default_rng(7)
-    sizes = [(40, 52), (33, 47)]
-    masks = [ragged_masks(rng, 4, *size) for size in sizes]
-    boxes = [random_boxes(rng, 25, *size, integer=False) for size in sizes]
-    inds = [torch.as_tensor(rng.integers(0, 4, 25)) for _ in sizes]
-    tables = dense_tables([torch.from_numpy(m) for m in masks])
-    offsets = torch.cat([ind + 4 * k for k, ind in enumerate(inds)])
-    inside, whole = tables.box_areas(torch.cat(boxes), offsets)
-    want = [reference_ratio(b, m[g]) for m, bs, ind in zip(masks, boxes, inds)
-            for b, g in zip(bs.tolist(), ind.tolist())]
-    got = torch.where(whole > 0, inside / whole.clamp(min=1).float(),
-                      torch.zeros(()))
-    torch.testing.assert_close(got.float(), torch.tensor(want).float(),
-                               atol=1e-6, rtol=0)
-    bitmaps = [BitmapMasks(m, *m.shape[1:]) for m in masks]
-    torch.testing.assert_close(area_ratios(boxes, inds, bitmaps), got.float())
-
-
-def test_host_tables_give_the_same_areas_as_numpy_and_as_tensors():
-    """The lookup runs in NumPy for CPU proposals and in torch once the
-    tables are moved to the proposals' device (CUDA in training; the CPU
-    here runs the same torch code)."""
-    rng = np.random.default_rng(8)
-    masks = ragged_masks(rng, 6, 37, 64)
-    boxes = random_boxes(rng, 40, 37, 64, integer=False)
-    inds = torch.as_tensor(rng.integers(0, 6, 40))
-    crops = bitmap_crops(masks)
-    host = SummedAreaTables.from_crops(crops.crops, crops.capacity)
-    inside, whole = host.box_areas(boxes.numpy(), inds.numpy())
-    assert isinstance(inside, np.ndarray)
-    on_device = host.to(torch.device('cpu'))
-    inside_t, whole_t = on_device.box_areas(boxes, inds)
-    assert isinstance(inside_t, torch.Tensor)
-    np.testing.assert_array_equal(inside_t.numpy(), inside)
-    np.testing.assert_array_equal(whole_t.numpy(), whole)
-    np.testing.assert_array_equal(whole, masks.sum((1, 2))[inds.numpy()])
-    want = [reference_ratio(b, masks[g])
-            for b, g in zip(boxes.tolist(), inds.tolist())]
-    np.testing.assert_allclose(inside / np.maximum(whole, 1), want,
-                               atol=1e-6)
-
-
 def test_half_precision_inputs_give_float32_targets():
     samples, gts, masks_np, logits, targets = make_case(6, integer=False)
     got = MaskIoUHead(num_classes=3).get_targets(samples, gts, logits.half(),
@@ -330,16 +291,21 @@ def brute_force_areas(masks, boxes, inds):
     return np.array(inside), np.array(whole)
 
 
+@pytest.mark.parametrize('value', [1, 255])
 @pytest.mark.parametrize('height,width', [(37, 61), (20, 8), (9, 131),
                                           (64, 96), (7, 6), (6, 33)])
-def test_kernel_and_tables_count_the_pixels_of_any_mask_width(height, width):
+def test_kernel_and_tables_count_the_pixels_of_any_mask_width(
+        height, width, value):
     """Widths with and without a remainder of 8 and 32 pixels (the kernel
     reads rows 32 pixels at a time), instances with no pixel, with every
-    pixel, and with no box; boxes anywhere."""
+    pixel, and with no box; boxes anywhere; masks of 0/1 and of 0/255 bytes.
+    Catches a row scan that reads 0/255 bytes as a negative word, and tables
+    that sum byte values instead of counting pixels."""
     rng = np.random.default_rng(height * 1000 + width)
     masks = ragged_masks(rng, 7, height, width)
     masks[1] = 1  # every pixel
     masks[2, rng.integers(0, height), rng.integers(0, width)] = 1  # one
+    masks *= value
     inds = rng.integers(0, 6, 50)  # instance 6 has no box
     boxes = random_boxes(rng, 50, height, width, integer=False).numpy()
     # mirrored left-right or upside down: no pixel inside
@@ -348,31 +314,59 @@ def test_kernel_and_tables_count_the_pixels_of_any_mask_width(height, width):
     want = brute_force_areas(masks, boxes, inds)
     assert want[0].min() == 0 and want[0].max() > 0
     got = area_ratio.kernel_box_areas(masks, boxes, inds)
-    crops = bitmap_crops(masks)
-    tables = SummedAreaTables.from_crops(crops.crops, crops.capacity)
+    tables = SummedAreaTables.from_crops(bitmap_crops(masks))
     for areas in (got, tables.box_areas(boxes, inds)):
         np.testing.assert_array_equal(areas[0], want[0])
         np.testing.assert_array_equal(areas[1], want[1])
 
 
-@pytest.mark.parametrize('dtype', [np.bool_, np.int64, np.float32])
-def test_any_nonzero_mask_value_is_a_pixel(dtype, host_path):
+#: an 8x8 square in a 16x16 image, a box over its top-left quarter and one
+#: over the whole image (the case of issue 17)
+SQUARE = np.zeros((1, 16, 16), np.uint8)
+SQUARE[0, 4:12, 4:12] = 1
+QUARTER_AND_WHOLE = torch.tensor([[0., 0., 8., 8.], [0., 0., 16., 16.]])
+
+
+@pytest.mark.parametrize('dtype,pixel', [(np.uint8, 1), (np.uint8, 255),
+                                         (np.bool_, True)],
+                         ids=['0-1', '0-255', 'bool'])
+def test_square_gives_a_quarter_and_all_whatever_its_mask_values(
+        dtype, pixel, host_path):
+    """0/1 and 0/255 bytes and booleans give ratios 0.25 and 1 on both
+    paths; catches any path that reads a 255 byte as no pixel (the portable
+    path gave [0, 0] before) or as 255 pixels."""
+    masks = np.where(SQUARE != 0, pixel, 0).astype(dtype)
+    got = gt_area_ratios(QUARTER_AND_WHOLE, torch.tensor([0, 0]),
+                         BitmapMasks(masks, 16, 16))
+    assert got.tolist() == [0.25, 1.0]
+
+
+@pytest.mark.parametrize('dtype,pixel', [(np.uint8, 255), (np.int8, -1),
+                                         (np.bool_, True), (np.int64, 7),
+                                         (np.float32, 0.5)])
+def test_any_nonzero_mask_value_is_a_pixel(dtype, pixel, host_path):
+    """Random masks of any value and type give the ratios of their 0/1
+    masks; catches a path that thresholds values (``> 0`` on signed words
+    or bytes, ``>= 1`` on floats) or sums them."""
     rng = np.random.default_rng(11)
     masks = ragged_masks(rng, 5, 30, 45)
     inds = torch.as_tensor(rng.integers(0, 5, 40))
     boxes = jittered_boxes(rng, masks, inds, integer=False)
-    want = gt_area_ratios(boxes, inds, BitmapMasks(masks, 30, 45))
+    want = torch.tensor([reference_ratio(b, masks[g])
+                         for b, g in zip(boxes.tolist(), inds.tolist())],
+                        dtype=torch.float32)
     assert ((want > 0) & (want < 1)).sum() > 10
-    scaled = (masks * 7).astype(dtype)  # 7 (True for bool) inside
+    scaled = np.where(masks != 0, pixel, 0).astype(dtype)
     got = gt_area_ratios(boxes, inds, BitmapMasks(scaled, 30, 45))
-    torch.testing.assert_close(got, want, atol=0, rtol=0)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
 
 
 def test_kernel_runs_on_torch_threads(monkeypatch):
     """The kernel takes torch.get_num_threads() threads, from the one OpenMP
     runtime of the process (torch's), so it never oversubscribes the
     cores torch's workers spin on."""
-    assert area_ratio.kernel_available()
+    monkeypatch.delenv(NO_KERNEL_ENV, raising=False)
+    assert area_ratio.kernel_enabled()
     teams = []
 
     class Spy:
@@ -415,27 +409,110 @@ def test_kernel_rejects_inconsistent_input():
                          inside, whole, 1)
 
 
-def test_numpy_path_says_once_that_the_kernel_is_missing(monkeypatch):
-    rng = np.random.default_rng(13)
+class RefusingKernel:
+    """Stands for the compiled kernel where a test expects it unused."""
+
+    @staticmethod
+    def box_areas(*args):
+        raise AssertionError('the compiled kernel was called')
+
+
+def case_of_one_image(seed):
+    rng = np.random.default_rng(seed)
     masks = BitmapMasks(ragged_masks(rng, 4, 20, 30), 20, 30)
     boxes = random_boxes(rng, 10, 20, 30, integer=False)
     inds = torch.as_tensor(rng.integers(0, 4, 10))
+    return boxes, inds, masks
+
+
+def our_warnings(compute):
+    """``compute()`` and the messages of the warnings of ms_rcnn_mm it
+    gave (other libraries' deprecation warnings left out)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        result = compute()
+    return result, [str(w.message) for w in caught
+                    if str(w.message).startswith('ms_rcnn_mm')]
+
+
+def assert_warns_once(match, compute):
+    """``compute()`` warns with ``match`` the first time only."""
+    first, said = our_warnings(compute)
+    assert len(said) == 1 and re.search(match, said[0]), said
+    again, said = our_warnings(compute)
+    assert said == []
+    torch.testing.assert_close(again, first, atol=0, rtol=0)
+    return first
+
+
+def test_no_kernel_variable_forces_the_portable_path_and_says_so_once(
+        monkeypatch):
+    """``MS_RCNN_MM_NO_KERNEL=1``: the kernel is never called (catches a
+    variable that is ignored), the warning names the variable, once, and
+    the ratios are the kernel's; other values keep the kernel."""
+    boxes, inds, masks = case_of_one_image(13)
+    monkeypatch.delenv(NO_KERNEL_ENV, raising=False)
     want = gt_area_ratios(boxes, inds, masks)
-    monkeypatch.setattr(area_ratio, '_box_areas', None)
-    monkeypatch.setattr(area_ratio, '_WARNED', False)
-    monkeypatch.setattr(area_ratio, '_KERNEL_ERROR', 'no module _box_areas')
-    with pytest.warns(UserWarning, match='kernel is missing .no module'):
-        got = gt_area_ratios(boxes, inds, masks)
+    monkeypatch.setattr(area_ratio, '_box_areas', RefusingKernel)
+    monkeypatch.setattr(area_ratio, '_WARNED', set())
+    monkeypatch.setenv(NO_KERNEL_ENV, '1')
+    got = assert_warns_once(f'{NO_KERNEL_ENV}=1 is set',
+                            lambda: gt_area_ratios(boxes, inds, masks))
     torch.testing.assert_close(got, want, atol=0, rtol=0)
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
+    monkeypatch.setenv(NO_KERNEL_ENV, '0')
+    with pytest.raises(AssertionError, match='compiled kernel was called'):
         gt_area_ratios(boxes, inds, masks)
 
 
-@pytest.mark.parametrize('path', ['compiled kernel', 'NumPy'])
+def test_portable_path_says_once_that_the_kernel_is_missing(monkeypatch):
+    """An install without the kernel gets the kernel's ratios, and one
+    warning with the import error; catches a silent fallback or a warning
+    at every call."""
+    boxes, inds, masks = case_of_one_image(13)
+    monkeypatch.delenv(NO_KERNEL_ENV, raising=False)
+    want = gt_area_ratios(boxes, inds, masks)
+    monkeypatch.setattr(area_ratio, '_box_areas', None)
+    monkeypatch.setattr(area_ratio, '_WARNED', set())
+    monkeypatch.setattr(area_ratio, '_KERNEL_ERROR', 'no module _box_areas')
+    got = assert_warns_once('kernel is missing .no module',
+                            lambda: gt_area_ratios(boxes, inds, masks))
+    torch.testing.assert_close(got, want, atol=0, rtol=0)
+
+
+def test_polygons_take_the_portable_path_without_warning(monkeypatch):
+    """Polygon masks never reach the kernel (it reads bitmaps) and need no
+    warning for that; catches polygons handed to the kernel, or a warning
+    about a choice the user did not make."""
+    monkeypatch.delenv(NO_KERNEL_ENV, raising=False)
+    monkeypatch.setattr(area_ratio, '_box_areas', RefusingKernel)
+    polygons = PolygonMasks([[np.array([4., 4., 12., 4., 12., 12., 4., 12.])]],
+                            16, 16)
+    bitmap = polygons.to_bitmap().masks[0]
+    want = [reference_ratio(b, bitmap) for b in QUARTER_AND_WHOLE.tolist()]
+    got, said = our_warnings(lambda: gt_area_ratios(
+        QUARTER_AND_WHOLE, torch.tensor([0, 0]), polygons))
+    assert said == []
+    assert got.tolist() == pytest.approx(want, abs=1e-6)
+    assert 0 < want[0] < want[1] == 1
+
+
+def test_boxes_come_to_the_host_as_one_array_split_by_image():
+    """Rows (x1, y1, x2, y2, index) per image, images without boxes
+    included; catches a split at the wrong image or lost indices."""
+    boxes = [torch.arange(8.).reshape(2, 4), torch.zeros(0, 4),
+             torch.arange(12.).reshape(3, 4) + 0.25]
+    inds = [torch.tensor([3, 1]), torch.zeros(0, dtype=torch.long),
+            torch.tensor([0, 2, 5])]
+    rows = boxes_on_host(boxes, inds)
+    assert [r.shape for r in rows] == [(2, 5), (0, 5), (3, 5)]
+    for got, image_boxes, image_inds in zip(rows, boxes, inds):
+        np.testing.assert_array_equal(got[:, :4], image_boxes.numpy())
+        np.testing.assert_array_equal(got[:, 4], image_inds.numpy())
+
+
+@pytest.mark.parametrize('path', ['compiled kernel', 'portable'])
 def test_speed_benchmark_runs_both_paths_and_agrees_with_mmdet(path):
-    """The benchmark of the README table, on a small case: it reports the
+    """The benchmark of the docs' table, on a small case: it reports the
     path it timed, both speed-ups, and our targets equal mmdet's."""
     command = [
         sys.executable,
@@ -443,7 +520,7 @@ def test_speed_benchmark_runs_both_paths_and_agrees_with_mmdet(path):
             'benchmark_mask_iou_targets.py'), '--images', '1', '--height',
         '512', '--width', '512', '--instances', '4', '--positives', '24',
         '--repeats', '2'
-    ] + (['--no-kernel'] if path == 'NumPy' else [])
+    ] + (['--no-kernel'] if path == 'portable' else [])
     out = subprocess.run(command, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f'host path: {path}' in out.stdout
@@ -452,13 +529,13 @@ def test_speed_benchmark_runs_both_paths_and_agrees_with_mmdet(path):
     assert float(diff) < 1e-4
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason='CUDA targets need a GPU; none here')
+@pytest.mark.cuda
 @pytest.mark.parametrize('masks_on', ['host', 'device'])
-def test_cuda_targets_match_the_cpu_ones_without_synchronising(masks_on):
-    """Host masks with proposals on the GPU (tables copied there), and masks
-    already on the GPU (tables built there): same targets as on the CPU, and
-    no device-to-host synchronisation."""
+def test_cuda_targets_match_the_cpu_ones_with_one_copy_per_batch(masks_on):
+    """Proposals on the GPU with host masks, and with masks on the GPU: the
+    targets of the CPU, with one synchronising copy for the batch's boxes
+    (plus one per image for masks on the GPU, which are copied to the host);
+    catches a copy per proposal or per image."""
     samples, gts, _, logits, targets = make_case(9, integer=False)
     want = MaskIoUHead().get_targets(samples, gts, logits, targets,
                                      TRAIN_CFG)
@@ -466,15 +543,15 @@ def test_cuda_targets_match_the_cpu_ones_without_synchronising(masks_on):
     samples = [SimpleNamespace(pos_priors=s.pos_priors.to(cuda),
                                pos_assigned_gt_inds=s.pos_assigned_gt_inds.to(
                                    cuda)) for s in samples]
+    copies = 1
     if masks_on == 'device':
         gts = [InstanceData(masks=torch.from_numpy(g.masks.masks).to(cuda))
                for g in gts]
+        copies += len(gts)
     head = MaskIoUHead().to(cuda)
     logits, targets = logits.to(cuda), targets.to(cuda)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode('error')
-    try:
-        got = head.get_targets(samples, gts, logits, targets, TRAIN_CFG)
-    finally:
-        torch.cuda.set_sync_debug_mode('default')
+    got, syncs = cuda_synchronisations(lambda: head.get_targets(
+        samples, gts, logits, targets, TRAIN_CFG))
+    assert got.device.type == 'cuda'
     torch.testing.assert_close(got.cpu(), want, atol=1e-6, rtol=1e-5)
+    assert syncs == copies

@@ -127,9 +127,11 @@ print(*[str(w.message) for w in caught])
 '''
 
 
-def test_install_without_a_c_compiler_falls_back_to_numpy(tmp_path):
+def test_install_without_a_c_compiler_falls_back_to_the_portable_path(
+        tmp_path):
     """setup.py's kernel is optional: with no working compiler the wheel
-    is built without it, and the targets take the NumPy path, saying so."""
+    is built without it, and the targets take the portable path, saying
+    so."""
     source = tmp_path / 'source'
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
     wheel = build_wheel(source, tmp_path,

@@ -234,8 +234,7 @@ def test_mmdet_model_zoo_checkpoint_loads_without_opting_in(tmp_path,
         assert torch.equal(loaded['state_dict'][key], value)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason='--amp training needs a GPU; none here')
+@pytest.mark.cuda
 def test_amp_trains_on_a_gpu(data, tmp_path):
     out = subprocess.run(
         [sys.executable, str(TRAIN), str(CONFIG), '--amp', '--work-dir',

@@ -24,7 +24,8 @@ import ctypes.util
 import os
 import statistics
 import time
-from typing import Callable, Dict, List, Optional
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -248,3 +249,25 @@ def summary_rows(result: dict) -> List[List[str]]:
             fmt(result['infer_peak_mib'][name], '{:.0f}'),
         ])
     return rows
+
+
+#: what torch's CUDA synchronisation debug mode warns with
+SYNC_WARNING = 'called a synchronizing CUDA operation'
+
+
+def cuda_synchronisations(fn: Callable[[], Any]) -> Tuple[Any, int]:
+    """Run ``fn`` and count the synchronising CUDA calls it makes (those
+    torch's ``set_sync_debug_mode('warn')`` reports).
+
+    Returns:
+        tuple: ``fn()``'s result and the number of synchronisations.
+    """
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('warn')
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            result = fn()
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    return result, sum(SYNC_WARNING in str(w.message) for w in caught)

@@ -10,20 +10,25 @@ timed: warm (the inputs stay in the CPU's caches between calls) and cold (a
 64 MB buffer is read before every call, so the masks come from main memory,
 as when the data pipeline produced them long before).
 
-On the CPU our bitmap masks go through the compiled kernel
-(``ms_rcnn_mm/models/csrc/box_areas.c``); ``--no-kernel`` times the NumPy
-path that a machine without a C compiler gets.
+Our bitmap masks go through the compiled kernel
+(``ms_rcnn_mm/models/csrc/box_areas.c``) wherever the proposals are;
+``--no-kernel`` sets ``MS_RCNN_MM_NO_KERNEL=1`` and times the portable path
+that a machine without a C compiler gets. With ``--device cuda`` the
+proposals, logits and mask targets are on the GPU (the masks stay on the
+host, as ``BitmapMasks`` are), and the run also counts the synchronising
+CUDA calls of each implementation. The measured figures are in
+``docs/training.md``.
 
 Example::
 
     python tools/analysis_tools/benchmark_mask_iou_targets.py
     python tools/analysis_tools/benchmark_mask_iou_targets.py --no-kernel
-    python tools/analysis_tools/benchmark_mask_iou_targets.py --device cuda
-
-On CUDA the run also checks, with ``torch.cuda.set_sync_debug_mode('error')``,
-that our targets make no synchronising (device-to-host) call.
+    python tools/analysis_tools/benchmark_mask_iou_targets.py --device cuda \\
+        --out targets_cuda.json
 """
 import argparse
+import json
+import os
 import statistics
 import time
 from types import SimpleNamespace
@@ -36,6 +41,7 @@ from mmdet.structures.mask import BitmapMasks
 from mmengine.config import ConfigDict
 from mmengine.structures import InstanceData
 
+from ms_rcnn_mm.analysis.speed import cuda_synchronisations
 from ms_rcnn_mm.models import MaskIoUHead, area_ratio
 
 MASK_SIZE = 28
@@ -49,13 +55,20 @@ def parse_args():
     parser.add_argument('--instances', type=int, default=20)
     parser.add_argument('--positives', type=int, default=128)
     parser.add_argument('--repeats', type=int, default=50)
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', default='cpu',
+                        help='device of the proposals: cpu, cuda or cuda:N')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
         '--no-kernel',
         action='store_true',
-        help='time the NumPy path instead of the compiled kernel')
-    return parser.parse_args()
+        help='time the portable path (MS_RCNN_MM_NO_KERNEL=1) instead of '
+        'the compiled kernel')
+    parser.add_argument('--out', help='write the results to this JSON file')
+    args = parser.parse_args()
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        parser.error(f'--device {args.device}: torch {torch.__version__} '
+                     'sees no CUDA device')
+    return args
 
 
 def make_image(rng, args, device):
@@ -114,8 +127,7 @@ def interleaved_medians_ms(fns, repeats, device, cold=False):
 def main():
     args = parse_args()
     if args.no_kernel:
-        area_ratio._box_areas = None
-        area_ratio._WARNED = True  # no warning: the choice is the user's
+        os.environ[area_ratio.NO_KERNEL_ENV] = '1'
     rng = np.random.default_rng(args.seed)
     samples, gts = zip(*(make_image(rng, args, args.device)
                          for _ in range(args.images)))
@@ -135,32 +147,37 @@ def main():
 
     diff = (run_ours() - run_theirs()).abs().max().item()
     interleaved_medians_ms((run_ours, run_theirs), 3, args.device)  # warm-up
+    host_path = ('compiled kernel' if area_ratio.kernel_enabled() else
+                 'portable')
     print(f'inputs: {args.images} images {args.height}x{args.width}, '
           f'{args.instances} instances and {args.positives} positives each, '
-          f'device {args.device}, torch {torch.__version__}, '
+          f'proposals on {args.device}, torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads; medians of {args.repeats} '
           'interleaved calls')
-    if args.device == 'cpu':
-        print('ms_rcnn_mm host path: ' +
-              ('compiled kernel' if area_ratio.kernel_available() else
-               'NumPy (no compiled kernel)'))
+    print(f'ms_rcnn_mm host path: {host_path}')
     print(f'{"caches":8s} {"mmdet 3.3.0":>12s} {"ms_rcnn_mm":>12s} '
           f'{"speed-up":>9s}')
+    result = dict(vars(args), host_path=host_path, torch=torch.__version__,
+                  threads=torch.get_num_threads())
     for cold in (False, True):
         t_ours, t_theirs = interleaved_medians_ms(
             (run_ours, run_theirs), args.repeats, args.device, cold=cold)
-        print(f'{"cold" if cold else "warm":8s} {t_theirs:9.2f} ms '
-              f'{t_ours:9.2f} ms {t_theirs / t_ours:8.1f}x')
+        regime = 'cold' if cold else 'warm'
+        print(f'{regime:8s} {t_theirs:9.2f} ms {t_ours:9.2f} ms '
+              f'{t_theirs / t_ours:8.1f}x')
+        result[regime] = dict(mmdet_ms=t_theirs, ours_ms=t_ours,
+                              speedup=t_theirs / t_ours)
     print(f'max |ours - mmdet| = {diff:.2e}')
+    result['max_abs_diff'] = diff
     if args.device.startswith('cuda'):
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode('error')
-        try:
-            run_ours()
-            print('synchronising calls in our targets: none '
-                  "(torch.cuda.set_sync_debug_mode('error') raised nothing)")
-        finally:
-            torch.cuda.set_sync_debug_mode('default')
+        result['synchronisations'] = dict(
+            ours=cuda_synchronisations(run_ours)[1],
+            mmdet=cuda_synchronisations(run_theirs)[1])
+        print('synchronising CUDA calls per batch: ours {ours}, mmdet '
+              '{mmdet}'.format(**result['synchronisations']))
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=2)
 
 
 if __name__ == '__main__':

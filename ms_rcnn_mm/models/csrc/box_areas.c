@@ -1,6 +1,6 @@
 /*
  * Pixels of binary instance masks inside boxes, for the MaskIoU targets
- * (ms_rcnn_mm/models/area_ratio.py holds the idea and the NumPy path).
+ * (ms_rcnn_mm/models/area_ratio.py holds the idea and the portable path).
  *
  * Each instance is one task on the threads of the OpenMP runtime torch
  * already loaded (the caller passes torch.get_num_threads()). A first pass
