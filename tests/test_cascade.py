@@ -16,7 +16,8 @@ from ms_rcnn_mm.models import (CascadeMaskScoringRoIHead,
 
 CONFIGS = sorted((REPO / 'configs' / 'cascade-ms-rcnn').glob('*.py')) + \
     sorted((REPO / 'configs' / 'htc-ms').glob('*.py'))
-CASCADE = REPO / 'configs/cascade-ms-rcnn/cascade-ms-rcnn_r50_fpn_1x_coco.py'
+CASCADE = (REPO / 'configs' / 'cascade-ms-rcnn' /
+           'cascade-ms-rcnn_r50_fpn_1x_coco.py')
 HTC = REPO / 'configs/htc-ms/htc-ms_r50_fpn_1x_coco.py'
 HTC_PLAIN = REPO / 'configs/htc-ms/htc-ms-without-semantic_r50_fpn_1x_coco.py'
 NUM_CLASSES = 3

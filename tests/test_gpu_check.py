@@ -157,5 +157,8 @@ def test_smoke_run_markdown_has_a_row_per_step_and_model(smoke_run):
         assert f'| {name} |' in text
     assert '| speed_amp | skipped | 0 | --amp needs CUDA |' in text
     for model in ('mask_rcnn', 'ms_rcnn_mm', 'mmdet_ms_rcnn'):
-        assert f'| ms-rcnn_r50_fpn_1x_coco.py | no | {model} |' in text
+        assert f'| ms-rcnn-mm_r50_fpn_1x_coco.py | no | {model} |' in text
+    for model in ('mask_rcnn', 'ms_rcnn_mm'):  # mmdet has no cascade MS
+        assert f'| cascade-ms-rcnn_r50_fpn_1x_coco.py | no | {model} |' \
+            in text
     assert '## train_amp' in text and '| 2 |' in text

@@ -38,10 +38,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[2]
-R50_CONFIG = 'configs/ms-rcnn/ms-rcnn_r50_fpn_1x_coco.py'
-#: configs the speed steps time; a config added later (the cascade one)
-#: goes here, or comes with ``--speed-config`` until it does
-SPEED_CONFIGS: Tuple[str, ...] = (R50_CONFIG, )
+R50_CONFIG = 'configs/ms-rcnn/ms-rcnn-mm_r50_fpn_1x_coco.py'
+CASCADE_CONFIG = 'configs/cascade-ms-rcnn/cascade-ms-rcnn_r50_fpn_1x_coco.py'
+#: configs the speed steps time (``--speed-config`` adds more): the
+#: standard head against Mask R-CNN and mmdet's MS R-CNN, the cascade
+#: against Cascade Mask R-CNN
+SPEED_CONFIGS: Tuple[str, ...] = (R50_CONFIG, CASCADE_CONFIG)
 #: seconds the whole check may take on the GPU
 BUDGET_S = 480
 #: a step is not started with less than this left of the budget

@@ -1,11 +1,15 @@
-"""The three detectors the analysis tools compare, built from one config.
+"""The detectors the analysis tools compare, built from one config.
 
-- ``ms_rcnn_mm``: the config as it is (this package's MS R-CNN);
-- ``mask_rcnn``: the same config with mmdet's ``MaskRCNN`` and
-  ``StandardRoIHead`` and no MaskIoU head: the Mask R-CNN baseline with the
-  same backbone, neck, heads, input and batch;
+- ``ms_rcnn_mm``: the config as it is (this package's MS R-CNN, or its
+  Cascade Mask R-CNN or HTC with mask scoring);
+- ``mask_rcnn``: the same config with mmdet's own detector and RoI head
+  (``MaskRCNN`` / ``StandardRoIHead``, ``CascadeRCNN`` /
+  ``CascadeRoIHead``, ``HybridTaskCascade`` / ``HybridTaskCascadeRoIHead``)
+  and no MaskIoU head: the baseline with the same backbone, neck, heads,
+  input and batch;
 - ``mmdet_ms_rcnn``: the same config with MMDetection 3.3.0's built-in
-  ``MaskScoringRCNN`` / ``MaskScoringRoIHead`` / ``MaskIoUHead``.
+  ``MaskScoringRCNN`` / ``MaskScoringRoIHead`` / ``MaskIoUHead`` (standard
+  heads only: mmdet has no cascade with mask scoring).
 
 All three get the weights of the first (mmdet's MS R-CNN has the same
 ``state_dict`` keys; Mask R-CNN has all but the MaskIoU head's), so they
@@ -32,8 +36,19 @@ VARIANTS = (OURS, BASELINE, MMDET)
 #: the paper's and mmdet's number of detections scored at test time
 NUM_DETECTIONS = 100
 #: arguments of this package's heads that mmdet's heads do not take
-OUR_ONLY_ARGS = {'roi_head': ('rescore_boxes', ),
-                 'mask_iou_head': ('loss_target_thr', )}
+OUR_ONLY_ARGS = {'roi_head': ('rescore_boxes', 'mask_iou_stages',
+                              'mask_iou_input'),
+                 'mask_iou_head': ('loss_target_thr', 'mask_input',
+                                   'detach_mask')}
+#: this package's RoI head type -> mmdet's detector and RoI head without
+#: mask scoring
+BASELINE_TYPES = {
+    'ms_rcnn_mm.MaskScoringRoIHead': ('MaskRCNN', 'StandardRoIHead'),
+    'ms_rcnn_mm.CascadeMaskScoringRoIHead': ('CascadeRCNN',
+                                             'CascadeRoIHead'),
+    'ms_rcnn_mm.HTCMaskScoringRoIHead': ('HybridTaskCascade',
+                                         'HybridTaskCascadeRoIHead'),
+}
 MASK_IOU_PREFIX = 'roi_head.mask_iou_head.'
 
 
@@ -64,10 +79,20 @@ def force_detections(model_cfg: ConfigDict,
     return model_cfg
 
 
+def variants_of(model_cfg: ConfigDict) -> Tuple[str, ...]:
+    """The :data:`VARIANTS` that exist for ``model_cfg``: all three for the
+    standard head, ours and the baseline for the cascades."""
+    if model_cfg.roi_head.type == 'ms_rcnn_mm.MaskScoringRoIHead':
+        return VARIANTS
+    return (OURS, BASELINE)
+
+
 def variant_cfg(model_cfg: ConfigDict, variant: str) -> ConfigDict:
-    """The model config of ``variant`` (one of :data:`VARIANTS`)."""
-    if variant not in VARIANTS:
-        raise ValueError(f'unknown variant {variant!r}; one of {VARIANTS}')
+    """The model config of ``variant`` (one of :func:`variants_of`)."""
+    if variant not in variants_of(model_cfg):
+        raise ValueError(f'unknown variant {variant!r} of a '
+                         f'{model_cfg.roi_head.type}; one of '
+                         f'{variants_of(model_cfg)}')
     model_cfg = copy.deepcopy(model_cfg)
     if variant == OURS:
         return model_cfg
@@ -75,8 +100,7 @@ def variant_cfg(model_cfg: ConfigDict, variant: str) -> ConfigDict:
     for key in OUR_ONLY_ARGS['roi_head']:
         roi_head.pop(key, None)
     if variant == BASELINE:
-        model_cfg.type = 'MaskRCNN'
-        roi_head.type = 'StandardRoIHead'
+        model_cfg.type, roi_head.type = BASELINE_TYPES[roi_head.type]
         roi_head.pop('mask_iou_head')
         return model_cfg
     model_cfg.type = 'MaskScoringRCNN'
@@ -105,9 +129,11 @@ def share_weights(source: nn.Module, target: nn.Module) -> None:
 
 
 def build_variants(model_cfg: ConfigDict,
-                   variants: Tuple[str, ...] = VARIANTS,
+                   variants: Optional[Tuple[str, ...]] = None,
                    seed: int = 0) -> Dict[str, nn.Module]:
-    """Build ``variants`` of ``model_cfg``, all with the weights of ours."""
+    """Build ``variants`` of ``model_cfg`` (by default
+    :func:`variants_of` it), all with the weights of ours."""
+    variants = variants or variants_of(model_cfg)
     torch.manual_seed(seed)
     ours = MODELS.build(variant_cfg(model_cfg, OURS))
     logger = MMLogger.get_current_instance()

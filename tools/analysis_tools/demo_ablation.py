@@ -21,7 +21,7 @@ import os.path as osp
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -80,8 +80,10 @@ def arm_options(arm: str) -> List[str]:
     return [option for name in arm.split('+') for option in ARMS[name]]
 
 
-def run(arm: str, seed: int, work_dir: str, threads: int) -> dict:
-    """One demo run (or its summary, when it already ran)."""
+def run(arm: str, seed: int, work_dir: str,
+        threads: int) -> Optional[dict]:
+    """One demo run (or its summary, when it already ran); None when it
+    failed (its log is named)."""
     out = osp.join(work_dir, arm, f'seed{seed}')
     summary = osp.join(out, 'summary.json')
     if not osp.isfile(summary):
@@ -93,8 +95,12 @@ def run(arm: str, seed: int, work_dir: str, threads: int) -> dict:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
         os.makedirs(out, exist_ok=True)
         with open(osp.join(out, 'demo.log'), 'w') as log:
-            subprocess.run(command, check=True, env=env, stdout=log,
-                           stderr=subprocess.STDOUT)
+            failed = subprocess.run(command, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT).returncode
+        if failed:
+            print(f'[ablation] {arm} seed {seed} failed: see '
+                  f'{osp.join(out, "demo.log")}', flush=True)
+            return None
     with open(summary) as f:
         return json.load(f)
 
@@ -104,6 +110,8 @@ def table(results: Dict[str, List[dict]]) -> str:
     rows = ['| arm | seeds | ' + ' | '.join(t for _, t in COLUMNS) + ' |',
             '|---|---|' + '---|' * len(COLUMNS)]
     for arm, runs in results.items():
+        if not runs:
+            continue
         cells = []
         for key, _ in COLUMNS:
             values = np.array([r[key] for r in runs], dtype=float)
@@ -125,7 +133,8 @@ def main(argv=None) -> str:
             lambda job: run(*job, args.work_dir, threads), jobs))
     results: Dict[str, List[dict]] = {arm: [] for arm in args.arms}
     for (arm, _), summary in zip(jobs, summaries):
-        results[arm].append(summary)
+        if summary is not None:
+            results[arm].append(summary)
     text = table(results)
     print(text)
     if args.out:

@@ -114,7 +114,8 @@ def run_config(path: str, args) -> dict:
     device = torch.device(args.device)
     models = build_variants(force_detections(cfg.model, args.num_dets),
                             seed=args.seed)
-    models = {name: models[name].to(device) for name in ORDER}
+    models = {name: models[name].to(device) for name in ORDER
+              if name in models}
     batch = synthetic_batch(args.batch, *args.shape, seed=args.seed)
     preprocessor = models[OURS].data_preprocessor
     data = dict(
