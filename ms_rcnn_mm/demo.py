@@ -14,6 +14,8 @@ Usage::
         [--seed N] [--cfg-options KEY=VALUE ...]
     # the same pipeline on a COCO dataset already on disk (no generation)
     python -m ms_rcnn_mm.demo --no-generate --data-root ROOT --config CFG
+    # evaluate a trained checkpoint only (e.g. with other test options)
+    python -m ms_rcnn_mm.demo --checkpoint CKPT [--cfg-options ...]
 """
 import argparse
 import json
@@ -97,6 +99,10 @@ def parse_args(argv=None):
         '--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
         help='config overrides for training and evaluation, as mmdet\'s '
         'tools/train.py --cfg-options')
+    parser.add_argument(
+        '--checkpoint',
+        help='evaluate this checkpoint instead of training (the work dir '
+        'gets the evaluation only)')
     parser.add_argument('--num-train', type=int, default=300)
     parser.add_argument('--num-val', type=int, default=100)
     parser.add_argument(
@@ -165,8 +171,8 @@ def evaluate(args) -> tuple:
                                       args.cfg_options))
     cfg.work_dir = args.work_dir
     cfg.test_evaluator[1]['keep_pairs'] = True
-    last = Path(args.work_dir, 'last_checkpoint').read_text().strip()
-    cfg.load_from = last
+    cfg.load_from = args.checkpoint or Path(
+        args.work_dir, 'last_checkpoint').read_text().strip()
     start = time.perf_counter()
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
@@ -209,7 +215,7 @@ def main(argv=None) -> dict:
     print(f'[demo] dataset: {args.data_root}, seed {args.seed}', flush=True)
     if not args.no_generate:
         generate(args.data_root, args.num_train, args.num_val)
-    train_seconds = train(args)
+    train_seconds = 0.0 if args.checkpoint else train(args)
     metrics, quality, image_paths, eval_seconds = evaluate(args)
     summary = {key: metrics[name] for key, name in SUMMARY_KEYS.items()}
     summary.update(train_seconds=round(train_seconds, 1),

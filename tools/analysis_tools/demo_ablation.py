@@ -7,9 +7,9 @@ exists is read, not rerun, so an interrupted ablation continues.
 
 Usage::
 
-    python tools/analysis_tools/demo_ablation.py --arms baseline logit \\
+    python tools/analysis_tools/demo_ablation.py --arms shipped logit \\
         --seeds 0 1 2 [--jobs 2] [--work-dir work_dirs/ablation] \\
-        [--out docs/ablation.md]
+        [--config CONFIG] [--eval-options KEY=VALUE ...] [--out FILE]
 
 ``--jobs 2`` runs two trainings at once, each on half of the CPU threads
 (its wall times are then not those of ``make demo``).
@@ -41,6 +41,13 @@ ARMS: Dict[str, List[str]] = {
     'detach_mask': [HEAD + 'detach_mask=True'],
     'head_lr_x3': [
         "optim_wrapper.paramwise_cfg.custom_keys.mask_iou_head.lr_mult=3.0"],
+    # the cascade (--config configs/demo/cascade-ms-rcnn_r18-w32_fpn_
+    # synthetic.py): every stage's positives train the MaskIoU head
+    'all_stages': ["model.roi_head.mask_iou_stages='all'"],
+    # no MaskIoU gradient: the detector trains as without a MaskIoU head
+    # (its untrained head is read by nothing but the MaskIoU columns)
+    'no_mask_iou_loss': [HEAD + 'loss_iou.type=MSELoss',
+                         HEAD + 'loss_iou.loss_weight=0.0'],
 }
 #: summary keys tabulated: key, column title
 COLUMNS = (
@@ -65,6 +72,11 @@ def parse_args(argv=None):
                         'NAME+NAME combines them')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument('--jobs', type=int, default=1)
+    parser.add_argument('--config', help='demo config (default: the demo\'s)')
+    parser.add_argument(
+        '--eval-options', nargs='+', default=[], metavar='KEY=VALUE',
+        help='evaluate each arm\'s trained checkpoint again with these '
+        'test-time options, in <arm>/seed<k>/eval-<options> (no training)')
     parser.add_argument('--work-dir', default='work_dirs/ablation')
     parser.add_argument('--out', help='also write the table to this file')
     return parser.parse_args(argv)
@@ -80,16 +92,25 @@ def arm_options(arm: str) -> List[str]:
     return [option for name in arm.split('+') for option in ARMS[name]]
 
 
-def run(arm: str, seed: int, work_dir: str,
+def run(arm: str, seed: int, args: argparse.Namespace,
         threads: int) -> Optional[dict]:
     """One demo run (or its summary, when it already ran); None when it
-    failed (its log is named)."""
-    out = osp.join(work_dir, arm, f'seed{seed}')
+    failed (its log is named). With ``args.eval_options`` it evaluates the
+    arm's trained checkpoint again with them, in a folder of its own."""
+    trained = osp.join(args.work_dir, arm, f'seed{seed}')
+    out = trained
+    command = [sys.executable, '-m', 'ms_rcnn_mm.demo', '--seed', str(seed)]
+    if args.config:
+        command += ['--config', args.config]
+    options = arm_options(arm)
+    if args.eval_options:
+        out = osp.join(trained, 'eval-' + '-'.join(args.eval_options))
+        options += args.eval_options
+        command += ['--checkpoint', osp.join(
+            trained, f'iter_{last_iteration(trained)}.pth')]
     summary = osp.join(out, 'summary.json')
     if not osp.isfile(summary):
-        command = [sys.executable, '-m', 'ms_rcnn_mm.demo', '--work-dir', out,
-                   '--seed', str(seed)]
-        options = arm_options(arm)
+        command += ['--work-dir', out]
         if options:
             command += ['--cfg-options', *options]
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
@@ -103,6 +124,16 @@ def run(arm: str, seed: int, work_dir: str,
             return None
     with open(summary) as f:
         return json.load(f)
+
+
+def last_iteration(work_dir: str) -> int:
+    """The iteration of the newest ``iter_N.pth`` in ``work_dir``."""
+    done = [int(name[5:-4]) for name in os.listdir(work_dir)
+            if name.startswith('iter_') and name.endswith('.pth')]
+    if not done:
+        raise FileNotFoundError(f'no iter_N.pth in {work_dir}: train the '
+                                'arm first (without --eval-options)')
+    return max(done)
 
 
 def table(results: Dict[str, List[dict]]) -> str:
@@ -130,7 +161,7 @@ def main(argv=None) -> str:
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     with ThreadPoolExecutor(args.jobs) as pool:
         summaries = list(pool.map(
-            lambda job: run(*job, args.work_dir, threads), jobs))
+            lambda job: run(*job, args, threads), jobs))
     results: Dict[str, List[dict]] = {arm: [] for arm in args.arms}
     for (arm, _), summary in zip(jobs, summaries):
         if summary is not None:
