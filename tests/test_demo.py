@@ -1,5 +1,6 @@
 """The synthetic dataset, the mask-scoring metric and a shortened
 ``make demo``."""
+import importlib.util
 import json
 from pathlib import Path
 
@@ -178,3 +179,62 @@ def test_shortened_demo_end_to_end(tmp_path):
         '--iters', '6', '--num-train', '16', '--num-val', '8'
     ])
     assert_demo_outputs(work_dir, summary, iters=6)
+    # the trained checkpoint evaluated again, no training: the same boxes
+    again = demo.main([
+        '--work-dir', str(tmp_path / 'again'), '--data-root',
+        str(tmp_path / 'data'), '--num-train', '16', '--num-val', '8',
+        '--checkpoint', str(work_dir / 'iter_6.pth')])
+    assert again['train_seconds'] == 0
+    assert not list((tmp_path / 'again').glob('iter_*.pth'))
+    for key in ('bbox_mAP', 'segm_mAP_cls_score', 'num_detections'):
+        assert again[key] == summary[key], key
+
+
+def test_demo_is_seeded(tmp_path):
+    """The same seed trains the same model (every metric equal); another
+    seed another one. Catches a seed that does not reach training."""
+    runs = {}
+    for name, seed in (('a', 0), ('b', 0), ('c', 1)):
+        runs[name] = demo.main([
+            '--work-dir', str(tmp_path / name), '--data-root',
+            str(tmp_path / 'data'), '--iters', '3', '--num-train', '8',
+            '--num-val', '4', '--seed', str(seed)])
+    metrics = [k for k in runs['a'] if not k.endswith('_seconds')]
+    assert runs['a']['seed'] == 0 and runs['c']['seed'] == 1
+    assert {k: runs['a'][k] for k in metrics} == pytest.approx(
+        {k: runs['b'][k] for k in metrics}, nan_ok=True)
+    assert any(runs['a'][k] != runs['c'][k] for k in metrics)
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(
+        name, REPO / 'tools' / 'analysis_tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ablation_table_reads_finished_runs(tmp_path):
+    """Runs with a summary.json are read, not rerun; each cell is the mean
+    and population spread over the seeds.
+
+    Catches: a rerun of a finished arm, the sample instead of the
+    population spread, seeds mixed across arms.
+    """
+    ablation = load_tool('demo_ablation')
+    keys = [key for key, _ in ablation.COLUMNS]
+    for seed, value in ((0, 0.2), (1, 0.6)):
+        run = tmp_path / 'logit' / f'seed{seed}'
+        run.mkdir(parents=True)
+        (run / 'summary.json').write_text(json.dumps(
+            dict({key: value for key in keys}, seed=seed)))
+    text = ablation.main(['--arms', 'logit', '--seeds', '0', '1',
+                          '--work-dir', str(tmp_path)])
+    row = text.splitlines()[2].split(' | ')
+    assert row[0] == '| logit' and row[1] == '0,1'
+    assert row[2:-1] == ['0.400 +- 0.200'] * (len(keys) - 1)
+    assert ablation.arm_options('logit+detach_mask') == [
+        "model.roi_head.mask_iou_head.mask_input='logit'",
+        'model.roi_head.mask_iou_head.detach_mask=True']
+    with pytest.raises(SystemExit, match="unknown arm 'sigmoid'"):
+        ablation.arm_options('sigmoid')
