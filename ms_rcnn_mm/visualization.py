@@ -131,10 +131,10 @@ def reliability(pairs: Dict[str, np.ndarray], path: str) -> None:
         ax.annotate(str(n), (x, y), textcoords='offset points',
                     xytext=(4, -10), fontsize=7)
     ax.plot([0, 1], [0, 1], 'k--', lw=1, label='y = x')
+    ece = expected_calibration_error(pred, true)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='mean predicted MaskIoU',
            ylabel='mean true MaskIoU',
-           title=f'reliability (ECE {expected_calibration_error(pred, true):.3f}'
-           f', {len(pred)} matched)')
+           title=f'reliability (ECE {ece:.3f}, {len(pred)} matched)')
     ax.legend(loc='upper left')
     _save(fig, path)
 

@@ -221,4 +221,3 @@ def test_real_depth_trains_two_steps_and_predicts(path):
         optimizer.step()
     pred = predict(model.eval(), batch)[0]
     assert len(pred) > 0 and pred.mask_ious.shape == pred.scores.shape
-

@@ -118,7 +118,8 @@ class MaskIoUQualityMetric(BaseMetric):
 
     It evaluates every image of the annotation file and maps labels to
     categories through ``dataset_meta['classes']`` (:meth:`category_ids`),
-    as ``CocoMetric`` does, and returns, under its prefix (``maskiou/`` by default):
+    as ``CocoMetric`` does, and returns, under its prefix (``maskiou/`` by
+    default):
 
     - ``segm_mAP``: masks ranked by ``mask_scores`` (cls x MaskIoU);
       ``segm_mAP_cls_score``: by the classification score alone (Mask
@@ -233,8 +234,8 @@ class MaskIoUQualityMetric(BaseMetric):
                                                           len(anns))
         ann_ids = [a['id'] for a in anns]
         if not len(anns) or not len(dets):
-            return ious, ann_ids, np.zeros(len(dets)), np.zeros(len(dets),
-                                                                 bool)
+            empty = np.zeros(len(dets))
+            return ious, ann_ids, empty, empty.astype(bool)
         boxes = np.array([d['box'] for d in dets], dtype=np.float64)
         box_ious = np.asarray(mask_util.iou(
             np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1),

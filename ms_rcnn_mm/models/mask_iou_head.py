@@ -5,7 +5,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from mmdet.models.roi_heads.mask_heads import MaskIoUHead as MMDetMaskIoUHead
 from mmdet.models.task_modules.samplers import SamplingResult
-from mmdet.utils import ConfigType, InstanceList, OptMultiConfig
+from mmdet.utils import ConfigType, InstanceList
 from torch import Tensor
 
 from ..registry import MODELS

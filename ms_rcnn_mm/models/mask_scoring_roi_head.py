@@ -150,4 +150,3 @@ class MaskScoringRoIHead(StandardRoIHead):
         return self.mask_iou_head.predict(
             mask_results, results_list, self.test_cfg,
             rescore_boxes=self.rescore_boxes)
-
