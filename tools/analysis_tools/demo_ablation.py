@@ -39,6 +39,7 @@ ARMS: Dict[str, List[str]] = {
                         HEAD + 'loss_iou.loss_weight=0.5'],
     'all_positives': [HEAD + 'loss_target_thr=None'],
     'detach_mask': [HEAD + 'detach_mask=True'],
+    'fc_1024': [HEAD + 'fc_out_channels=1024'],  # the paper's FC width
     'head_lr_x3': [
         "optim_wrapper.paramwise_cfg.custom_keys.mask_iou_head.lr_mult=3.0"],
     # the cascade (--config configs/demo/cascade-ms-rcnn_r18-w32_fpn_
@@ -79,6 +80,9 @@ def parse_args(argv=None):
         'test-time options, in <arm>/seed<k>/eval-<options> (no training)')
     parser.add_argument('--work-dir', default='work_dirs/ablation')
     parser.add_argument('--out', help='also write the table to this file')
+    parser.add_argument(
+        '--table-only', action='store_true',
+        help='tabulate the finished runs; start none')
     return parser.parse_args(argv)
 
 
@@ -109,6 +113,8 @@ def run(arm: str, seed: int, args: argparse.Namespace,
         command += ['--checkpoint', osp.join(
             trained, f'iter_{last_iteration(trained)}.pth')]
     summary = osp.join(out, 'summary.json')
+    if args.table_only and not osp.isfile(summary):
+        return None
     if not osp.isfile(summary):
         command += ['--work-dir', out]
         if options:
