@@ -75,6 +75,10 @@ def parse_args(argv=None):
     parser.add_argument('--jobs', type=int, default=1)
     parser.add_argument('--config', help='demo config (default: the demo\'s)')
     parser.add_argument(
+        '--data-root',
+        help='a COCO dataset on disk (annotations/train.json and val.json) '
+        'in place of the generated one, e.g. tests/data/fruits_nuts')
+    parser.add_argument(
         '--eval-options', nargs='+', default=[], metavar='KEY=VALUE',
         help='evaluate each arm\'s trained checkpoint again with these '
         'test-time options, in <arm>/seed<k>/eval-<options> (no training)')
@@ -106,6 +110,8 @@ def run(arm: str, seed: int, args: argparse.Namespace,
     command = [sys.executable, '-m', 'ms_rcnn_mm.demo', '--seed', str(seed)]
     if args.config:
         command += ['--config', args.config]
+    if args.data_root:
+        command += ['--no-generate', '--data-root', args.data_root]
     options = arm_options(arm)
     if args.eval_options:
         out = osp.join(trained, 'eval-' + '-'.join(args.eval_options))
