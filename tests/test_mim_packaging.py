@@ -16,8 +16,11 @@ import yaml
 from helpers import REPO
 from mmengine.config import Config
 
-ZOO = sorted((REPO / 'configs' / 'ms-rcnn').glob('*.py'))
-METAFILE = REPO / 'configs' / 'ms-rcnn' / 'metafile.yml'
+#: the model zoo: the configs the metafiles list
+ZOO = sorted(path for folder in ('ms-rcnn', 'cascade-ms-rcnn', 'htc-ms')
+             for path in (REPO / 'configs' / folder).glob('*.py'))
+METAFILES = ('configs/ms-rcnn/metafile.yml',
+             'configs/cascade-ms-rcnn/metafile.yml')
 MIM = Path(sys.executable).with_name('mim')
 #: prints where mim finds the package (mmengine's lookup of installed
 #: OpenMMLab packages is the same) and loads the R50 config from there
@@ -199,10 +202,20 @@ def test_mim_is_an_optional_extra():
 # ---------------------------------------------------------------- metafile
 
 
-def test_model_index_imports_the_metafile():
+def test_model_index_imports_the_metafiles():
     index = yaml.safe_load((REPO / 'model-index.yml').read_text())
-    assert index['Import'] == ['configs/ms-rcnn/metafile.yml']
-    assert (REPO / index['Import'][0]).is_file()
+    assert tuple(index['Import']) == METAFILES
+    assert all((REPO / path).is_file() for path in METAFILES)
+
+
+def metafile_models():
+    """(models, collection names) of every metafile."""
+    models, collections = [], set()
+    for path in METAFILES:
+        meta = yaml.safe_load((REPO / path).read_text())
+        models += meta['Models']
+        collections |= {c['Name'] for c in meta['Collections']}
+    return models, collections
 
 
 def mmdet_names():
@@ -225,16 +238,24 @@ def test_no_name_is_one_of_mmdet():
     ``ms-rcnn_r50-caffe_fpn_1x_coco``."""
     theirs = mmdet_names()
     assert 'ms-rcnn_r50-caffe_fpn_1x_coco' in theirs
-    meta = yaml.safe_load(METAFILE.read_text())
-    ours = {model['Name'] for model in meta['Models']}
+    ours = {model['Name'] for model in metafile_models()[0]}
     ours |= {path.stem for path in (REPO / 'configs').rglob('*.py')}
     assert not ours & theirs
 
 
+def first_base(path: Path) -> str:
+    """The first ``_base_`` entry written in a config file."""
+    return re.search(r"_base_ = \[?\s*'([^']+)'", path.read_text()).group(1)
+
+
 def test_metafile_lists_every_config_with_its_baseline():
-    meta = yaml.safe_load(METAFILE.read_text())
-    collections = {c['Name'] for c in meta['Collections']}
-    models = meta['Models']
+    """Every zoo config is a metafile model named as its file, whose
+    ``Baseline Config`` is the config it extends (mmdet's Mask R-CNN,
+    Cascade Mask R-CNN or HTC, or one of ``configs/baselines/``).
+
+    Catches a config missing from the metafiles, and a baseline that is not
+    the config the model extends."""
+    models, collections = metafile_models()
     assert sorted(m['Config'] for m in models) == [
         p.relative_to(REPO).as_posix() for p in ZOO]
     for model in models:
@@ -243,11 +264,11 @@ def test_metafile_lists_every_config_with_its_baseline():
         assert model['In Collection'] in collections
         baseline = model['Metadata']['Baseline Config']
         if baseline.startswith('mmdet::'):
-            assert Path(baseline[len('mmdet::'):]).name.startswith(
-                'mask-rcnn_')
+            assert baseline == first_base(path)
         else:
-            assert (REPO / baseline).is_file()
             assert Path(baseline).parent.as_posix() == 'configs/baselines'
+            assert (path.parent / first_base(path)).resolve() == (
+                REPO / baseline).resolve()
         cfg = Config.fromfile(str(path))
         assert model['Metadata']['Epochs'] == cfg.train_cfg.max_epochs
         # no result or checkpoint before a real training run
