@@ -36,6 +36,8 @@ from .evaluation import MaskIoUQualityMetric
 WARMUP_ITERS = 50
 #: seed of training (RoI sampling, data order, initialisation) by default
 DEFAULT_SEED = 0
+#: where the synthetic data is generated (relative to the working folder)
+DATA_ROOT = 'data/synthetic'
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'demo' / 'ms-rcnn_r18-w32_fpn_synthetic.py'
 #: keys of summary.json taken from the metrics of the evaluation
@@ -87,7 +89,7 @@ FIGURES = ('maskiou_scatter.png', 'score_per_iou_bin.png',
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--data-root', default='data/synthetic')
+    parser.add_argument('--data-root', default=DATA_ROOT)
     parser.add_argument('--config', default=str(CONFIG))
     parser.add_argument(
         '--iters', type=int, default=None,

@@ -26,6 +26,9 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
+from ms_rcnn_mm.datasets import generate
+from ms_rcnn_mm.demo import DATA_ROOT
+
 #: the recipes: name -> cfg-options over configs/demo/ms-rcnn_r18-w32_fpn_
 #: synthetic.py (the shipped recipe is ``shipped``)
 HEAD = 'model.roi_head.mask_iou_head.'
@@ -169,6 +172,10 @@ def main(argv=None) -> str:
     for arm in args.arms:
         arm_options(arm)
     threads = max(1, torch.get_num_threads() // args.jobs)
+    if not (args.data_root or args.table_only):
+        # once, before the jobs: parallel runs would each write it while
+        # the others read it
+        generate(DATA_ROOT)
     # seed-major: a first look at every arm comes early
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     with ThreadPoolExecutor(args.jobs) as pool:
