@@ -47,8 +47,7 @@ def fix_mmap_threshold(size: int = 128 * 1024) -> None:
     """Keep glibc from raising its mmap threshold to the size of the freed
     dense masks: each image's ``(dets, 480, 640)`` array would then come
     from the heap, between the small objects the metrics keep, and the heap
-    could not shrink (measured: 9 GB resident after 300 images, 0.7 GB with
-    the threshold fixed)."""
+    could not shrink (docs/benchmarks.md has the measured memory)."""
     libc = ctypes.util.find_library('c')
     if libc:
         ctypes.CDLL(libc).mallopt(M_MMAP_THRESHOLD, size)
@@ -163,10 +162,9 @@ def main(argv=None) -> dict:
             pred = sample['pred_instances']
             pred['mask_scores'] = pred['scores'] * pred['mask_ious']
             process['ours'] += timed(ours.process, {}, [sample])
-            # CocoMetric gets the masks as RLEs, which it keeps as given
-            # (given dense masks, its process kept about 30 MB per image
-            # here: 9 GB for 300 images); and no mask_scores, as from a
-            # plain Mask R-CNN, which it would rank masks by
+            # CocoMetric gets the masks as RLEs (encoded outside its timer:
+            # the evaluations are what is compared), and no mask_scores, as
+            # from a plain Mask R-CNN (it would rank masks by them)
             plain = dict(sample, pred_instances=dict(
                 pred, masks=encode_mask_results(pred['masks'].numpy())))
             del plain['pred_instances']['mask_scores']
