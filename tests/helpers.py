@@ -1,5 +1,6 @@
 """Tiny models and synthetic batches shared by the tests."""
 import copy
+import importlib.util
 from pathlib import Path
 from typing import List, Optional
 
@@ -21,6 +22,16 @@ COLOURS = np.array([[230, 60, 60], [60, 200, 60], [60, 90, 230],
                     [220, 200, 40]], dtype=np.uint8)
 
 register_all_modules(init_default_scope=True)
+
+
+def load_tool(relative_path: str):
+    """The script ``tools/<relative_path>`` as a module (tools/ is no
+    package)."""
+    path = REPO / 'tools' / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_model_cfg(num_classes: int = 3, width: int = 32,

@@ -113,8 +113,8 @@ class Arbitrary:
     """Not on the allow-list."""
 
 
-def test_untrusted_pickle_is_refused_and_can_be_trusted(tmp_path,
-                                                         monkeypatch):
+def test_untrusted_pickle_is_refused_and_can_be_trusted(
+        tmp_path, monkeypatch):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'payload': Arbitrary()}, path)
     monkeypatch.delenv(compat.TRUST_ENV, raising=False)

@@ -1,6 +1,5 @@
 """The synthetic dataset, the mask-scoring metric and a shortened
 ``make demo``."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
+from helpers import load_tool
 from mmengine.config import Config
 from pycocotools.coco import COCO
 
@@ -206,14 +206,6 @@ def test_demo_is_seeded(tmp_path):
     assert any(runs['a'][k] != runs['c'][k] for k in metrics)
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        name, REPO / 'tools' / 'analysis_tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_ablation_table_reads_finished_runs(tmp_path):
     """Runs with a summary.json are read, not rerun; each cell is the mean
     and population spread over the seeds.
@@ -221,7 +213,7 @@ def test_ablation_table_reads_finished_runs(tmp_path):
     Catches: a rerun of a finished arm, the sample instead of the
     population spread, seeds mixed across arms.
     """
-    ablation = load_tool('demo_ablation')
+    ablation = load_tool('analysis_tools/demo_ablation.py')
     keys = [key for key, _ in ablation.COLUMNS]
     for seed, value in ((0, 0.2), (1, 0.6)):
         run = tmp_path / 'logit' / f'seed{seed}'

@@ -1,27 +1,17 @@
 """tools/demo/image_demo.py: mmdet 3.x's demo arguments, through
 :class:`ms_rcnn_mm.apis.DetInferencer`."""
-import importlib.util
 import json
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, build_model, random_shapes, render
+from helpers import REPO, build_model, load_tool, random_shapes, render
 from mmengine.config import Config
 
 DEMO_CONFIG = REPO / 'configs' / 'demo' / 'ms-rcnn_r18-w32_fpn_synthetic.py'
 CLASSES = ('circle', 'triangle', 'square', 'star')
 SIZE = 160
-
-
-def load_tool():
-    """``tools/demo/image_demo.py`` as a module (tools/ is no package)."""
-    path = REPO / 'tools' / 'demo' / 'image_demo.py'
-    spec = importlib.util.spec_from_file_location('image_demo', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
@@ -52,7 +42,7 @@ def test_folder_in_drawings_and_predictions_out(inputs, tmp_path, capsys):
     threshold, the output folder) and a CUDA device by default on a machine
     without one."""
     folder, weights = inputs
-    tool = load_tool()
+    tool = load_tool('demo/image_demo.py')
     out = tmp_path / 'outputs'
     results = tool.main([str(folder), str(DEMO_CONFIG), '--weights',
                          str(weights), '--out-dir', str(out),
@@ -76,7 +66,7 @@ def test_no_saving_writes_nothing(inputs, tmp_path):
     """``--no-save-vis --no-save-pred``: predictions returned, no file."""
     folder, weights = inputs
     out = tmp_path / 'outputs'
-    results = load_tool().main([
+    results = load_tool('demo/image_demo.py').main([
         str(folder / 'a.png'), str(DEMO_CONFIG), '--weights', str(weights),
         '--out-dir', str(out), '--no-save-vis', '--no-save-pred'])
     assert len(results['predictions']) == 1
@@ -85,6 +75,6 @@ def test_no_saving_writes_nothing(inputs, tmp_path):
 
 def test_neither_model_nor_weights_is_an_error(capsys):
     with pytest.raises(SystemExit):
-        load_tool().parse_args(['image.png'])
+        load_tool('demo/image_demo.py').parse_args(['image.png'])
     assert 'give a config or model name, --weights, or both' in \
         capsys.readouterr().err

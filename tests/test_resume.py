@@ -129,8 +129,8 @@ def test_killed_run_left_complete_checkpoints(killed):
     assert sorted(losses(killed)) == list(range(1, KILLED_AFTER + 1))
 
 
-def test_resume_after_sigkill_matches_uninterrupted_run(straight, killed,
-                                                         data, tmp_path):
+def test_resume_after_sigkill_matches_uninterrupted_run(
+        straight, killed, data, tmp_path):
     work = copy_of(killed, tmp_path)
     train_ok(work, data, '--resume')
     assert_same_losses(losses(work), losses(straight),

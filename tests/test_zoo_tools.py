@@ -256,8 +256,8 @@ def test_mim_train_and_test_find_the_config_in_the_package(zoo_runs):
         found = re.search(r'will use (\S+) instead', stdout).group(1)
         # the installed package's copy (or, editable, its forwarding stub)
         assert found.endswith(f'ms_rcnn_mm/.mim/configs/demo/{DEMO.name}')
-        assert Path(found).is_file() and not found.startswith(str(REPO /
-                                                                 'configs'))
+        assert Path(found).is_file()
+        assert not found.startswith(str(REPO / 'configs'))
         mim_root = found[:-len(f'configs/demo/{DEMO.name}')]
         assert f'{mim_root}tools/{tool} {found}' in stdout
     ours = zoo_runs['root'] / OURS_NAME

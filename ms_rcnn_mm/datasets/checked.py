@@ -115,8 +115,8 @@ class CheckedCOCO(COCO):
 def polygon_area(coords: np.ndarray) -> float:
     """Shoelace area of a polygon given as ``(n, 2)`` points."""
     x, y = coords[:, 0], coords[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x,
-                                                                      1))))
+    return 0.5 * abs(
+        float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
 def polygon_problem(polygon: list, width: float,
