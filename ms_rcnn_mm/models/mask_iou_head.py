@@ -170,6 +170,11 @@ class MaskIoUHead(MMDetMaskIoUHead):
         if self.mask_input == 'probability':
             mask_preds = mask_preds.sigmoid()
         x = torch.cat((mask_feat, self.max_pool(mask_preds.unsqueeze(1))), 1)
+        if x.device.type == 'cpu':
+            # oneDNN runs these convolutions on 14x14 maps of 257 channels
+            # faster channels-last (docs/benchmarks.md); the values are the
+            # same up to float rounding
+            x = x.contiguous(memory_format=torch.channels_last)
         for conv in self.convs:
             x = self.relu(conv(x))
         x = x.flatten(1)
