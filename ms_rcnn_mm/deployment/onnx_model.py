@@ -20,7 +20,7 @@ from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
 from mmdet.models.task_modules.coders.delta_xywh_bbox_coder import delta2bbox
 from torch import Tensor, nn
 
-from ..models.mask_iou_head import maskness
+from ..models.mask_iou_head import maskness, select_class
 from ..models.mask_scoring_roi_head import MaskScoringRoIHead
 from .onnx_ops import RoIAlignONNX, nms_indices
 
@@ -31,15 +31,6 @@ OUTPUT_NAMES = ('boxes', 'labels', 'scores', 'mask_ious', 'mask_scores',
 #: RPN scores of boxes dropped by ``min_bbox_size``: below the NMS score
 #: threshold, which every sigmoid score exceeds
 _DROPPED, _KEEP_ALL = -1.0, -0.5
-
-
-def select_label(preds: Tensor, labels: Tensor) -> Tensor:
-    """Each row's channel of its label, as a gather (class-agnostic when
-    there is one channel): ``(n, C, ...)`` -> ``(n, ...)``."""
-    if preds.size(1) == 1:
-        return preds[:, 0]
-    index = labels.view(-1, 1, *([1] * (preds.dim() - 2)))
-    return preds.gather(1, index.expand(-1, 1, *preds.shape[2:]))[:, 0]
 
 
 def class_offset_nms(boxes: Tensor, scores: Tensor, groups: Tensor,
@@ -211,8 +202,8 @@ class ONNXMaskScoringRCNN(nn.Module):
         ``masks``, ``mask_ious`` and ``maskness``."""
         roi_head = self.model.roi_head
         mask_feats = roi_feats(roi_head.mask_roi_extractor, feats, boxes)
-        logits = select_label(roi_head.mask_head(mask_feats), labels)
-        mask_ious = select_label(
+        logits = select_class(roi_head.mask_head(mask_feats), labels)
+        mask_ious = select_class(
             roi_head.mask_iou_head(mask_feats, logits), labels)
         thr = self.model.test_cfg.rcnn.mask_thr_binary
         return dict(masks=logits.sigmoid(), mask_ious=mask_ious.clamp(0, 1),

@@ -33,9 +33,8 @@ import torch
 from mmengine.config import DictAction
 
 import ms_rcnn_mm  # noqa: F401  (registers the package's modules)
-from ms_rcnn_mm.analysis.models import (OURS, build_variants,
-                                        force_detections, load_config,
-                                        synthetic_batch)
+from ms_rcnn_mm.analysis.models import (OURS, build_variants, force_detections,
+                                        load_config, synthetic_batch)
 from ms_rcnn_mm.deployment import ONNXMaskScoringRCNN, verify
 
 
