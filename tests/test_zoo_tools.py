@@ -189,6 +189,13 @@ def test_speed_benchmark_reports_all_three_models(tmp_path):
             ratio = result['ratios'][name][mode]
             assert ratio == pytest.approx(result[f'{mode}_ms'][name] /
                                           result[f'{mode}_ms'][BASELINE])
+            # paired: the median (of 2 rounds: the mean) of the per-round
+            # ratios, not the ratio of the medians
+            per_round = [t / b for t, b in zip(
+                result['samples'][mode][name],
+                result['samples'][mode][BASELINE])]
+            assert result['ratios'][name][f'{mode}_paired'] == (
+                pytest.approx(sum(per_round) / 2))
     infer = result['macs']['infer']
     # every model's mask (and MaskIoU) head saw exactly --num-dets RoIs
     assert {n: v['rois'] for n, v in infer.items()} == dict.fromkeys(
@@ -203,7 +210,7 @@ def test_speed_benchmark_reports_all_three_models(tmp_path):
         ours['mask_iou_gmacs'])
     for name in VARIANTS:
         assert name in out.stdout
-    assert 'arithmetic' in out.stdout
+    assert 'arithmetic' in out.stdout and 'infer x paired' in out.stdout
 
 
 def test_speed_benchmark_amp_needs_cuda():

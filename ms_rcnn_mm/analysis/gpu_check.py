@@ -404,10 +404,9 @@ def targets_table(result: dict) -> List[str]:
 
 
 def speed_table(result: dict) -> List[str]:
-    from .speed import summary_rows
-    rows = ['| config | amp | model | train ms | train x | infer ms | '
-            'infer x | train peak MiB | infer peak MiB |',
-            '|---|---|---|---|---|---|---|---|---|']
+    from .speed import SUMMARY_HEADER, summary_rows
+    columns = ('config', 'amp') + SUMMARY_HEADER
+    rows = ['| ' + ' | '.join(columns) + ' |', '|---' * len(columns) + '|']
     for config in result['results']:
         for row in summary_rows(config):
             rows.append(f"| {Path(config['config']).name} | "

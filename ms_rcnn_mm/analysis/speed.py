@@ -179,6 +179,13 @@ def _ratio(value: Optional[float], base: Optional[float]) -> Optional[float]:
     return value / base
 
 
+def paired_ratio(samples: List[float], base: List[float]) -> float:
+    """Median over rounds of ``samples[i] / base[i]``: each round times
+    the models back to back, so this ratio follows a machine whose speed
+    drifts between rounds, which the ratio of medians does not."""
+    return statistics.median(s / b for s, b in zip(samples, base))
+
+
 def benchmark(models: Dict[str, nn.Module], data: Dict[str, dict],
               device: torch.device, repeats: int, warmup: int,
               amp: bool = False) -> dict:
@@ -195,8 +202,9 @@ def benchmark(models: Dict[str, nn.Module], data: Dict[str, dict],
 
     Returns:
         dict: ``{mode}_ms`` and ``{mode}_peak_mib`` per model (median time,
-        maximum peak), ``ratios`` of each MS R-CNN to the baseline, and the
-        raw ``samples``.
+        maximum peak), ``ratios`` of each MS R-CNN to the baseline (of the
+        medians, and ``{mode}_paired``: :func:`paired_ratio`), and the raw
+        ``samples``.
     """
     memory = PeakMemory(device)
     names = [name for name in ORDER if name in models]
@@ -225,11 +233,22 @@ def benchmark(models: Dict[str, nn.Module], data: Dict[str, dict],
             for mode in MODES
             for suffix, key in (('', f'{mode}_ms'),
                                 ('_mem', f'{mode}_peak_mib'))}
+        result['ratios'][name].update({
+            f'{mode}_paired': paired_ratio(samples[mode][name],
+                                           samples[mode][BASELINE])
+            for mode in MODES})
     return result
 
 
+#: the columns of :func:`summary_rows`
+SUMMARY_HEADER = ('model', 'train ms', 'train x', 'train x paired',
+                  'infer ms', 'infer x', 'infer x paired', 'train peak MiB',
+                  'infer peak MiB')
+
+
 def summary_rows(result: dict) -> List[List[str]]:
-    """Rows of the printed table: model, times, peaks and ratios."""
+    """Rows of the printed table (:data:`SUMMARY_HEADER`): model, times,
+    ratios and peaks."""
 
     def fmt(value, pattern):
         return '' if value is None else pattern.format(value)
@@ -243,8 +262,10 @@ def summary_rows(result: dict) -> List[List[str]]:
             name,
             fmt(result['train_ms'][name], '{:.0f}'),
             fmt(ratio.get('train'), '{:.3f}x'),
+            fmt(ratio.get('train_paired'), '{:.3f}x'),
             fmt(result['infer_ms'][name], '{:.0f}'),
             fmt(ratio.get('infer'), '{:.3f}x'),
+            fmt(ratio.get('infer_paired'), '{:.3f}x'),
             fmt(result['train_peak_mib'][name], '{:.0f}'),
             fmt(result['infer_peak_mib'][name], '{:.0f}'),
         ])

@@ -9,10 +9,11 @@ batch), ``ms_rcnn_mm`` (this package) and ``mmdet_ms_rcnn`` (MMDetection
 step (forward + backward) and one inference (exactly ``--num-dets``
 detections per image) of each, and prints the median times, the peak
 memory a step adds (:mod:`ms_rcnn_mm.analysis.speed`) and each MS R-CNN's
-ratio to Mask R-CNN. Beside the measured overhead it prints the arithmetic
-one: the MaskIoU head's multiply-adds over the rest of the model's, counted
-on the same inputs. Random weights, synthetic images: no download, no
-dataset.
+ratio to Mask R-CNN: of the medians, and paired (the median of the
+per-round ratios, steadier where the machine's speed drifts). Beside the
+measured overhead it prints the arithmetic one: the MaskIoU head's
+multiply-adds over the rest of the model's, counted on the same inputs. Random
+weights, synthetic images: no download, no dataset.
 
 Examples::
 
@@ -38,12 +39,9 @@ import ms_rcnn_mm  # noqa: F401  (registers the package's modules)
 from ms_rcnn_mm.analysis.models import (NUM_DETECTIONS, OURS, build_variants,
                                         force_detections, load_config,
                                         synthetic_batch)
-from ms_rcnn_mm.analysis.speed import (ORDER, benchmark, count_macs,
-                                       release_freed_memory_to_os,
+from ms_rcnn_mm.analysis.speed import (ORDER, SUMMARY_HEADER, benchmark,
+                                       count_macs, release_freed_memory_to_os,
                                        summary_rows)
-
-HEADER = ['model', 'train ms', 'train x', 'infer ms', 'infer x',
-          'train peak MiB', 'infer peak MiB']
 
 
 def parse_args(argv=None):
@@ -129,8 +127,9 @@ def run_config(path: str, args) -> dict:
 
 
 def report(result: dict, args) -> str:
-    rows = [HEADER] + summary_rows(result)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    rows = [list(SUMMARY_HEADER)] + summary_rows(result)
+    widths = [max(len(row[i]) for row in rows)
+              for i in range(len(SUMMARY_HEADER))]
     lines = [f"{result['config']}: {args.batch} x {args.shape[0]}x"
              f"{args.shape[1]}, {args.device}{' amp' if args.amp else ''}, "
              f'median of {args.repeats} (after {args.warmup} warm-up)']
