@@ -58,6 +58,8 @@ def json_lines(path):
     ('speed_benchmark.py', ['--shape', '--batch', '--repeats', '--warmup',
                             '--device', '--amp', '--out']),
     ('get_flops.py', ['--shape', '--num-dets', '--cfg-options', '--out']),
+    ('head_throughput.py', ['--rois', '--repeats', '--gemm-size',
+                            '--threads', '--out']),
 ])
 def test_tool_help(tool, flags):
     out = run(sys.executable, TOOLS / tool, '--help')
@@ -117,6 +119,29 @@ def test_get_flops_refuses_a_mask_rcnn_config(tmp_path):
     out = run(sys.executable, TOOLS / 'get_flops.py', config)
     assert out.returncode != 0
     assert 'has no mask_iou_head' in out.stderr and str(config) in out.stderr
+
+
+def test_head_throughput_counts_the_head_and_the_product(tmp_path):
+    # a rate of FLOPs (2 per multiply-add) or a head run on other RoIs than
+    # --rois would break these equalities
+    out_file = tmp_path / 'throughput.json'
+    out = run(sys.executable, TOOLS / 'head_throughput.py', DEMO, '--rois', 6,
+              '--repeats', 2, '--gemm-size', 128, '--threads', 1, '--out',
+              out_file)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out_file.read_text())
+    head = dict(roi_feat_size=14,
+                **Config.fromfile(str(DEMO)).model.roi_head.mask_iou_head)
+    assert result['head_gmacs'] * 1e9 == pytest.approx(
+        6 * mask_iou_head_macs(head), rel=1e-12)
+    assert result['gemm_gmac_per_s'] == pytest.approx(
+        128**3 / 1e9 / (result['gemm_ms'] / 1e3))
+    assert result['head_gmac_per_s'] == pytest.approx(
+        result['head_gmacs'] / (result['head_ms'] / 1e3))
+    assert result['head_ms_at_gemm_rate'] == pytest.approx(
+        result['head_gmacs'] / result['gemm_gmac_per_s'] * 1e3)
+    assert result['rois'] == 6 and result['threads'] == 1
+    assert f"{result['head_gmac_per_s']:.1f} GMAC/s" in out.stdout
 
 
 # ------------------------------------------------------- the three models
