@@ -141,16 +141,19 @@ def test_scores_and_masks_are_the_plain_cascades(path, batch):
 
 
 @pytest.mark.parametrize('stages, trained', [('last', [2]),
-                                             ('all', [0, 1, 2])])
+                                             ('all', [0, 1, 2]),
+                                             (None, [0, 1, 2])])
 def test_mask_iou_loss_of_the_chosen_stages(stages, trained, batch):
     """``mask_iou_stages='last'`` adds ``s2.loss_mask_iou`` only; ``'all'``
-    one per stage, each weighted by its stage loss weight (1, 0.5, 0.25 in
-    mmdet's configs): with the stage weights set to 1 the weighted losses
-    are those divided by the weights.
+    (the shipped config's, unset: ``None``) one per stage, each weighted by
+    its stage loss weight (1, 0.5, 0.25 in mmdet's configs): with the stage
+    weights set to 1 the weighted losses are those divided by the weights.
 
-    Catches: a stage trained that should not be, a stage weight left out.
+    Catches: a stage trained that should not be, a stage weight left out,
+    a default other than the measured choice (docs/cascade.md).
     """
-    cfg = tiny(CASCADE, mask_iou_stages=stages)
+    cfg = tiny(CASCADE) if stages is None else tiny(
+        CASCADE, mask_iou_stages=stages)
     weights = cfg.model.roi_head.stage_loss_weights
     losses = train_step_losses(build(cfg, seed=3).train(), batch)
     keys = sorted(k for k in losses if k.endswith('loss_mask_iou'))

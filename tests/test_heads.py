@@ -12,6 +12,7 @@ from mmdet.structures.mask import BitmapMasks
 from mmengine.structures import InstanceData
 
 from ms_rcnn_mm.models import MaskScoringRoIHead
+from ms_rcnn_mm.models.mask_iou_head import IOU_PRIOR, MaskIoUHead
 
 NUM_CLASSES = 3
 
@@ -356,3 +357,30 @@ def test_mmdet_mask_iou_head_type_is_rejected():
     cfg.model.roi_head.mask_iou_head.type = 'MaskIoUHead'
     with pytest.raises(TypeError, match="type='ms_rcnn_mm.MaskIoUHead'"):
         build_model(cfg)
+
+
+@pytest.mark.parametrize('iou_prior', [None, 0.0, 0.4])
+def test_untrained_head_predicts_the_iou_prior(iou_prior):
+    """Before training the head predicts about ``iou_prior`` (0.75 unset),
+    its output bias exactly; an explicit ``init_cfg`` wins.
+
+    Catches mmdet's zero bias left as the default, the prior put on
+    another layer than the output one, or ignored when set."""
+    args = dict(in_channels=8, conv_out_channels=8, fc_out_channels=16,
+                num_classes=NUM_CLASSES)
+    if iou_prior is not None:
+        args['iou_prior'] = iou_prior
+    want = IOU_PRIOR if iou_prior is None else iou_prior
+    torch.manual_seed(0)
+    head = MaskIoUHead(**args)
+    head.init_weights()
+    assert IOU_PRIOR == 0.75
+    assert torch.equal(head.fc_mask_iou.bias,
+                       torch.full((NUM_CLASSES, ), float(want)))
+    pred = head(torch.rand(5, 8, 14, 14), torch.randn(5, 28, 28))
+    assert (pred - want).abs().max() < 0.05
+    explicit = MaskIoUHead(init_cfg=dict(
+        type='Constant', val=0.0, bias=0.2, layer='Linear'), **args)
+    explicit.init_weights()
+    assert torch.equal(explicit.fc_mask_iou.bias,
+                       torch.full((NUM_CLASSES, ), 0.2))

@@ -48,7 +48,8 @@ model = dict(
         mask_iou_head=dict(
             type='ms_rcnn_mm.MaskIoUHead', in_channels=width,
             conv_out_channels=width, fc_out_channels=256,
-            num_classes=num_classes)),
+            num_classes=num_classes,
+            iou_prior=0.0)),  # mmdet's output bias, as measured
     train_cfg=dict(rcnn=[
         dict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=iou,
                            neg_iou_thr=iou, min_pos_iou=iou,

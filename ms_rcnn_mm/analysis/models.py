@@ -39,7 +39,7 @@ NUM_DETECTIONS = 100
 OUR_ONLY_ARGS = {'roi_head': ('rescore_boxes', 'mask_iou_stages',
                               'mask_iou_input'),
                  'mask_iou_head': ('loss_target_thr', 'mask_input',
-                                   'detach_mask')}
+                                   'detach_mask', 'iou_prior')}
 #: this package's RoI head type -> mmdet's detector and RoI head without
 #: mask scoring
 BASELINE_TYPES = {

@@ -71,7 +71,7 @@ def measure(head: nn.Module, inputs: tuple, repeats: int = 5,
     runs: Dict[str, List[float]] = {'head': [], 'gemm': []}
     with torch.no_grad():
         calls = {'head': lambda: head(*inputs), 'gemm': lambda: a @ b}
-        for name, call in calls.items():
+        for call in calls.values():
             call()
         for _ in range(repeats):
             for name, call in calls.items():

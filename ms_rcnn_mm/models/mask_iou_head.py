@@ -56,6 +56,21 @@ MASK_SCORE_FIELDS = ('mask_ious', 'mask_scores', 'maskness')
 #: what the MaskIoU head reads of the predicted mask: ``'probability'``
 #: (its sigmoid, as mmdet's head and the authors' code) or ``'logit'``
 MASK_INPUTS = ('probability', 'logit')
+#: the initial bias of the head's output layer: it starts predicting a
+#: typical MaskIoU target instead of mmdet's 0, which raised its
+#: correlation on every seed of the demo (docs/mask_scoring.md)
+IOU_PRIOR = 0.75
+
+
+def default_init_cfg(iou_prior: float) -> List[dict]:
+    """mmdet's ``MaskIoUHead`` initialisation, with the output layer's bias
+    at ``iou_prior``."""
+    return [
+        dict(type='Kaiming', override=dict(name='convs')),
+        dict(type='Caffe2Xavier', override=dict(name='fcs')),
+        dict(type='Normal', std=0.01, bias=iou_prior,
+             override=dict(name='fc_mask_iou'))
+    ]
 
 
 def select_class(preds: Tensor, labels: Tensor) -> Tensor:
@@ -125,7 +140,11 @@ class MaskIoUHead(MMDetMaskIoUHead):
             head (the authors' code does not). Defaults to False.
         loss_target_thr (float, optional): Only RoIs whose target is above
             it enter the loss; ``None`` keeps them all. Defaults to 0.0.
-        init_cfg (dict or list[dict], optional): Initialisation, as mmdet's.
+        iou_prior (float): Initial bias of the output layer, where
+            ``init_cfg`` is not given (mmdet's is 0). Defaults to
+            :data:`IOU_PRIOR` (0.75).
+        init_cfg (dict or list[dict], optional): Initialisation. Defaults to
+            mmdet's, with ``iou_prior`` as the output bias.
         **kwargs: The other arguments of mmdet's ``MaskIoUHead``
             (``num_convs=4``, ``num_fcs=2``, ``in_channels=256``,
             ``conv_out_channels=256``, ``fc_out_channels=1024``,
@@ -142,8 +161,10 @@ class MaskIoUHead(MMDetMaskIoUHead):
                  mask_input: str = 'probability',
                  detach_mask: bool = False,
                  loss_target_thr: Optional[float] = 0.0,
+                 iou_prior: float = IOU_PRIOR,
                  **kwargs) -> None:
         check_keys(type(self), kwargs)
+        kwargs.setdefault('init_cfg', default_init_cfg(iou_prior))
         if mask_input not in MASK_INPUTS:
             raise ValueError(
                 f'mask_iou_head.mask_input={mask_input!r}; expected one of '

@@ -42,12 +42,19 @@ ARMS: Dict[str, List[str]] = {
                         HEAD + 'loss_iou.loss_weight=0.5'],
     'all_positives': [HEAD + 'loss_target_thr=None'],
     'detach_mask': [HEAD + 'detach_mask=True'],
+    # mmdet's initialisation: the output bias at 0, not at the IoU prior
+    'zero_prior': [HEAD + 'iou_prior=0.0'],
     'fc_1024': [HEAD + 'fc_out_channels=1024'],  # the paper's FC width
     'head_lr_x3': [
         "optim_wrapper.paramwise_cfg.custom_keys.mask_iou_head.lr_mult=3.0"],
+    # half of the 128 sampled RoIs positive (a quarter in the demo): twice
+    # the positives train the mask and MaskIoU heads per iteration
+    'pos_fraction_0.5': ['model.train_cfg.rcnn.sampler.pos_fraction=0.5'],
     # the cascade (--config configs/demo/cascade-ms-rcnn_r18-w32_fpn_
-    # synthetic.py): every stage's positives train the MaskIoU head
+    # synthetic.py): every stage's positives train the MaskIoU head (its
+    # default), or the last stage's only
     'all_stages': ["model.roi_head.mask_iou_stages='all'"],
+    'last_stage': ["model.roi_head.mask_iou_stages='last'"],
     # no MaskIoU gradient: the detector trains as without a MaskIoU head
     # (its untrained head is read by nothing but the MaskIoU columns)
     'no_mask_iou_loss': [HEAD + 'loss_iou.type=MSELoss',
