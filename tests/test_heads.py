@@ -7,11 +7,12 @@ import pytest
 import torch
 from helpers import (build_model, predict, preprocess, synthetic_batch,
                      tiny_model_cfg, train_step_losses)
+from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks
 from mmengine.structures import InstanceData
 
-from ms_rcnn_mm.models import MaskScoringRoIHead
+from ms_rcnn_mm.models import ChannelsLastFCNMaskHead, MaskScoringRoIHead
 from ms_rcnn_mm.models.mask_iou_head import IOU_PRIOR, MaskIoUHead
 
 NUM_CLASSES = 3
@@ -384,3 +385,45 @@ def test_untrained_head_predicts_the_iou_prior(iou_prior):
     explicit.init_weights()
     assert torch.equal(explicit.fc_mask_iou.bias,
                        torch.full((NUM_CLASSES, ), 0.2))
+
+
+def test_channels_last_mask_head_computes_mmdet_fcn_mask_head():
+    """The configs' mask head is mmdet's ``FCNMaskHead`` run channels-last
+    on the CPU: with the same weights, the same logits and gradients up to
+    float rounding, a contiguous output and state dicts that load both ways.
+
+    Catches a layout change that moves values instead of strides (logits
+    differ), the conversion dropped (the first convolution sees a
+    contiguous input), a channels-last output left to callers that
+    ``view`` it, or a renamed parameter (strict loading fails)."""
+    args = dict(num_convs=4, in_channels=16, conv_out_channels=16,
+                num_classes=NUM_CLASSES)
+    torch.manual_seed(0)
+    reference = MODELS.build(dict(type='FCNMaskHead', **args))
+    reference.init_weights()
+    head = ChannelsLastFCNMaskHead(**args)
+    head.load_state_dict(reference.state_dict())
+    reference.load_state_dict(head.state_dict())
+    layouts = []
+    head.convs[0].register_forward_pre_hook(lambda _, inputs: layouts.append(
+        inputs[0].is_contiguous(memory_format=torch.channels_last)))
+    feats = torch.randn(6, 16, 14, 14)
+    grad = torch.randn(6, NUM_CLASSES, 28, 28)
+    outputs, input_grads = [], []
+    for module in (reference, head):
+        x = feats.clone().requires_grad_()
+        out = module(x)
+        (out * grad).sum().backward()
+        outputs.append(out)
+        input_grads.append(x.grad)
+    assert layouts == [True]
+    assert outputs[1].shape == (6, NUM_CLASSES, 28, 28)
+    assert outputs[1].is_contiguous()
+    assert torch.allclose(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(input_grads[1], input_grads[0], rtol=1e-4,
+                          atol=1e-5)
+    weight_grads = [m.convs[0].conv.weight.grad for m in (reference, head)]
+    assert torch.allclose(weight_grads[1], weight_grads[0], rtol=1e-4,
+                          atol=1e-5)
+    model = build_model(tiny_model_cfg(NUM_CLASSES))
+    assert type(model.roi_head.mask_head) is ChannelsLastFCNMaskHead

@@ -60,6 +60,7 @@ def json_lines(path):
     ('get_flops.py', ['--shape', '--num-dets', '--cfg-options', '--out']),
     ('head_throughput.py', ['--rois', '--repeats', '--gemm-size',
                             '--threads', '--out']),
+    ('mask_head_layout.py', ['--rois', '--repeats', '--threads', '--out']),
 ])
 def test_tool_help(tool, flags):
     out = run(sys.executable, TOOLS / tool, '--help')
@@ -142,6 +143,21 @@ def test_head_throughput_counts_the_head_and_the_product(tmp_path):
         result['head_gmacs'] / result['gemm_gmac_per_s'] * 1e3)
     assert result['rois'] == 6 and result['threads'] == 1
     assert f"{result['head_gmac_per_s']:.1f} GMAC/s" in out.stdout
+
+
+def test_mask_head_layout_times_the_same_head_both_ways(tmp_path):
+    # the two layouts on other weights, or a ratio of other times, would
+    # break these equalities
+    out_file = tmp_path / 'layout.json'
+    out = run(sys.executable, TOOLS / 'mask_head_layout.py', DEMO, '--rois',
+              5, '--repeats', 2, '--threads', 1, '--out', out_file)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out_file.read_text())
+    assert 0 <= result['max_abs_diff'] < 1e-4
+    assert result['ratio'] == pytest.approx(
+        result['channels_last_ms'] / result['contiguous_ms'])
+    assert result['rois'] == 5 and result['threads'] == 1
+    assert f"channels-last {result['channels_last_ms']:.1f} ms" in out.stdout
 
 
 # ------------------------------------------------------- the three models

@@ -2,11 +2,13 @@
 from .area_ratio import gt_area_ratios
 from .cascade_mask_scoring_roi_head import (CascadeMaskScoringRoIHead,
                                             HTCMaskScoringRoIHead)
+from .channels_last import ChannelsLastFCNMaskHead
 from .mask_iou_head import MaskIoUHead
 from .mask_scoring_rcnn import MaskScoringRCNN
 from .mask_scoring_roi_head import MaskScoringRoIHead
 
 __all__ = [
-    'CascadeMaskScoringRoIHead', 'HTCMaskScoringRoIHead', 'MaskIoUHead',
-    'MaskScoringRCNN', 'MaskScoringRoIHead', 'gt_area_ratios'
+    'CascadeMaskScoringRoIHead', 'ChannelsLastFCNMaskHead',
+    'HTCMaskScoringRoIHead', 'MaskIoUHead', 'MaskScoringRCNN',
+    'MaskScoringRoIHead', 'gt_area_ratios'
 ]

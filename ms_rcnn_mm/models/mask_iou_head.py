@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..registry import MODELS
 from .area_ratio import area_ratios
+from .channels_last import cpu_channels_last
 from .config_check import check_keys
 
 
@@ -191,11 +192,9 @@ class MaskIoUHead(MMDetMaskIoUHead):
         if self.mask_input == 'probability':
             mask_preds = mask_preds.sigmoid()
         x = torch.cat((mask_feat, self.max_pool(mask_preds.unsqueeze(1))), 1)
-        if x.device.type == 'cpu':
-            # oneDNN runs these convolutions on 14x14 maps of 257 channels
-            # faster channels-last (docs/benchmarks.md); the values are the
-            # same up to float rounding
-            x = x.contiguous(memory_format=torch.channels_last)
+        # oneDNN runs these convolutions on 14x14 maps of 257 channels
+        # faster channels-last
+        x = cpu_channels_last(x)
         for conv in self.convs:
             x = self.relu(conv(x))
         x = x.flatten(1)
