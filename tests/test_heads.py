@@ -5,17 +5,19 @@ import copy
 import numpy as np
 import pytest
 import torch
-from helpers import (build_model, predict, preprocess, synthetic_batch,
+from helpers import (REPO, build_model, predict, preprocess, synthetic_batch,
                      tiny_model_cfg, train_step_losses)
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.structures.mask import BitmapMasks
+from mmengine.config import Config
 from mmengine.structures import InstanceData
 
 from ms_rcnn_mm.models import ChannelsLastFCNMaskHead, MaskScoringRoIHead
 from ms_rcnn_mm.models.mask_iou_head import IOU_PRIOR, MaskIoUHead
 
 NUM_CLASSES = 3
+DEMO_CONFIG = REPO / 'configs' / 'demo' / 'ms-rcnn_r18-w32_fpn_synthetic.py'
 
 
 def mmdet_ms_rcnn_cfg(cfg):
@@ -425,5 +427,5 @@ def test_channels_last_mask_head_computes_mmdet_fcn_mask_head():
     weight_grads = [m.convs[0].conv.weight.grad for m in (reference, head)]
     assert torch.allclose(weight_grads[1], weight_grads[0], rtol=1e-4,
                           atol=1e-5)
-    model = build_model(tiny_model_cfg(NUM_CLASSES))
-    assert type(model.roi_head.mask_head) is ChannelsLastFCNMaskHead
+    demo = Config.fromfile(str(DEMO_CONFIG)).model.roi_head.mask_head
+    assert demo.type == 'ms_rcnn_mm.ChannelsLastFCNMaskHead'

@@ -10,9 +10,6 @@ ms_rcnn = dict(
     type='ms_rcnn_mm.MaskScoringRCNN',
     roi_head=dict(
         type='ms_rcnn_mm.MaskScoringRoIHead',
-        # mmdet's FCNMaskHead, its convolutions channels-last on the CPU
-        # (faster there; the same weights and, on CUDA, the same head)
-        mask_head=dict(type='ms_rcnn_mm.ChannelsLastFCNMaskHead'),
         # 4 convs, 2 FCs of 1024 and a 14x14 RoI input: the paper's head
         mask_iou_head=dict(type='ms_rcnn_mm.MaskIoUHead', num_classes=80)),
     # probability at which predicted masks are binarised for MaskIoU targets

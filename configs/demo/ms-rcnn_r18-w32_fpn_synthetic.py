@@ -24,6 +24,9 @@ model = dict(
         mask_roi_extractor=dict(
             out_channels=width, roi_layer=dict(sampling_ratio=2)),
         mask_head=dict(
+            # mmdet's FCNMaskHead with its convolutions channels-last on the
+            # CPU: the same weights, faster there (docs/benchmarks.md)
+            type='ms_rcnn_mm.ChannelsLastFCNMaskHead',
             in_channels=width, conv_out_channels=width,
             num_classes=num_classes),
         mask_iou_head=dict(
