@@ -390,7 +390,7 @@ def test_untrained_head_predicts_the_iou_prior(iou_prior):
 
 
 def test_channels_last_mask_head_computes_mmdet_fcn_mask_head():
-    """The configs' mask head is mmdet's ``FCNMaskHead`` run channels-last
+    """The demo configs' mask head is mmdet's ``FCNMaskHead`` channels-last
     on the CPU: with the same weights, the same logits and gradients up to
     float rounding, a contiguous output and state dicts that load both ways.
 

@@ -1,7 +1,7 @@
 """Time a config's mask head contiguous against channels-last (CPU).
 
 mmdet's ``FCNMaskHead`` and ``ms_rcnn_mm.ChannelsLastFCNMaskHead`` (what
-the package's configs use) get the same weights and ``--rois`` RoI
+the demo configs use) get the same weights and ``--rois`` RoI
 features of the config's sizes; one training step each (forward and
 backward), in alternation, after one warm-up of each; medians of
 ``--repeats``. It prints both times, their ratio and how far apart the two
