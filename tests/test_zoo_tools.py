@@ -69,6 +69,16 @@ def test_tool_help(tool, flags):
         assert flag in out.stdout
 
 
+@pytest.mark.parametrize('tool, flag', [
+    ('head_throughput.py', '--gemm-size'), ('mask_head_layout.py', '--rois')])
+def test_timing_tools_refuse_a_count_below_one(tool, flag):
+    # a dropped check, or one that reads another option, would run or fail
+    # elsewhere instead of this usage error
+    out = run(sys.executable, TOOLS / tool, DEMO, flag, 0)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert flag in out.stderr and 'must be >= 1' in out.stderr
+
+
 # ------------------------------------------------------------- get_flops
 
 

@@ -12,11 +12,8 @@ Example::
     python tools/analysis_tools/mask_head_layout.py \\
         configs/demo/ms-rcnn_r18-w32_fpn_synthetic.py --rois 256
 """
-import argparse
-import json
-
-import torch
-
+from ms_rcnn_mm.analysis.cli import (head_timing_parser, parse_positive,
+                                     run_timing)
 from ms_rcnn_mm.analysis.layout import build_mask_heads, measure_layouts
 
 #: the demo's positive RoIs per training step: 8 images, a quarter of 128
@@ -24,36 +21,24 @@ DEFAULT_ROIS = 256
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', help='an MS R-CNN config')
-    parser.add_argument('--rois', type=int, default=DEFAULT_ROIS)
-    parser.add_argument('--repeats', type=int, default=7)
-    parser.add_argument('--threads', type=int,
-                        help="torch's CPU threads (default: torch's)")
-    parser.add_argument('--out', help='also write the results as JSON')
-    args = parser.parse_args(argv)
-    if min(args.rois, args.repeats) < 1:
-        parser.error('--rois and --repeats must be >= 1')
-    return args
+    parser = head_timing_parser(__doc__.splitlines()[0], DEFAULT_ROIS, 7)
+    return parse_positive(parser, ('rois', 'repeats'), argv)
+
+
+def report(result: dict) -> str:
+    return (f"mask head, {result['rois']} RoIs, forward + backward "
+            f"({result['threads']} threads): contiguous "
+            f"{result['contiguous_ms']:.1f} ms, channels-last "
+            f"{result['channels_last_ms']:.1f} ms: {result['ratio']:.3f}x "
+            f"(paired {result['paired_ratio']:.3f}x); logits differ by "
+            f"{result['max_abs_diff']:.1e} at most")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = measure_layouts(build_mask_heads(args.config), args.rois,
-                             args.repeats)
-    result.update(rois=args.rois, threads=torch.get_num_threads())
-    print(f"mask head, {args.rois} RoIs, forward + backward "
-          f"({result['threads']} threads): contiguous "
-          f"{result['contiguous_ms']:.1f} ms, channels-last "
-          f"{result['channels_last_ms']:.1f} ms: {result['ratio']:.3f}x "
-          f"(paired {result['paired_ratio']:.3f}x); logits differ by "
-          f"{result['max_abs_diff']:.1e} at most")
-    if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2)
-    return result
+    return run_timing(
+        args, lambda: measure_layouts(build_mask_heads(args.config),
+                                      args.rois, args.repeats), report)
 
 
 if __name__ == '__main__':
