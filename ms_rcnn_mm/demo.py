@@ -59,6 +59,14 @@ SUMMARY_KEYS = {
     'num_matched': 'maskiou/num_matched',
     'num_detections': 'maskiou/num_detections',
 }
+#: keys of summary.json from ``MaskIoUQualityMetric(boundary=True)``, as
+#: the demo configs set it; left out for a config without it
+BOUNDARY_KEYS = {
+    'boundary_mAP': 'maskiou/boundary_mAP',
+    'boundary_mAP_cls_score': 'maskiou/boundary_mAP_cls_score',
+    'boundary_mAP_maskness': 'maskiou/boundary_mAP_maskness',
+    'boundary_mAP_gain': 'maskiou/boundary_mAP_gain',
+}
 #: rows of summary.md: summary key, what it is
 TABLE = (
     ('bbox_mAP', 'box AP (classification scores)'),
@@ -66,6 +74,10 @@ TABLE = (
     ('segm_mAP_cls_score', 'mask AP, ranked by cls alone'),
     ('segm_mAP_maskness', 'mask AP, ranked by cls x maskness'),
     ('segm_mAP_gain', 'gain of mask scoring over cls alone (AP)'),
+    ('boundary_mAP', 'Boundary AP, ranked by cls x MaskIoU'),
+    ('boundary_mAP_cls_score', 'Boundary AP, ranked by cls alone'),
+    ('boundary_mAP_maskness', 'Boundary AP, ranked by cls x maskness'),
+    ('boundary_mAP_gain', 'gain of mask scoring in Boundary AP'),
     ('maskiou_pearson', 'Pearson, predicted vs true MaskIoU (matched)'),
     ('maskiou_spearman', 'Spearman, predicted vs true MaskIoU (matched)'),
     ('cls_score_pearson', 'Pearson, cls score vs true MaskIoU (matched)'),
@@ -207,7 +219,7 @@ def write_summary(work_dir: str, summary: dict) -> None:
         json.dump(summary, f, indent=2)
     rows = ['| metric | key | value |', '|---|---|---|'] + [
         f'| {label} | `{key}` | {summary[key]:.4g} |'
-        for key, label in TABLE
+        for key, label in TABLE if key in summary
     ]
     Path(work_dir, 'summary.md').write_text('\n'.join(rows) + '\n')
 
@@ -220,6 +232,8 @@ def main(argv=None) -> dict:
     train_seconds = 0.0 if args.checkpoint else train(args)
     metrics, quality, image_paths, eval_seconds = evaluate(args)
     summary = {key: metrics[name] for key, name in SUMMARY_KEYS.items()}
+    summary.update({key: metrics[name] for key, name in BOUNDARY_KEYS.items()
+                    if name in metrics})
     summary.update(train_seconds=round(train_seconds, 1),
                    eval_seconds=round(eval_seconds, 1), seed=args.seed)
     write_summary(args.work_dir, summary)

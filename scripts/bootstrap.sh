@@ -66,8 +66,8 @@ else
     || die "mmcv was installed but its compiled ops do not import"
 fi
 
-say "installing mmdet, mmengine and ms_rcnn_mm (editable) with the test and deploy extras"
-"${PIP[@]}" install -q -c "$CONSTRAINTS" --no-build-isolation -e '.[tests,deploy]'
+say "installing mmdet, mmengine and ms_rcnn_mm (editable) with the test, deploy and boundary extras"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" --no-build-isolation -e '.[tests,deploy,boundary]'
 # openmim (the [mim] extra; the tests run `mim train`) depends on openxlab,
 # which pins setuptools~=60.2 and so cannot be resolved together with the
 # constraints' setuptools: install it on its own, then put setuptools back

@@ -134,6 +134,10 @@ def assert_demo_outputs(work_dir: Path, summary: dict, iters: int) -> None:
     assert written['train_seconds'] > 0 and written['eval_seconds'] > 0
     assert written['segm_mAP_gain'] == pytest.approx(
         written['segm_mAP'] - written['segm_mAP_cls_score'])
+    # the demo configs ask for Boundary AP of the same rankings
+    assert 0 <= written['boundary_mAP'] <= 1
+    assert written['boundary_mAP_gain'] == pytest.approx(
+        written['boundary_mAP'] - written['boundary_mAP_cls_score'])
     table = (work_dir / 'summary.md').read_text().splitlines()
     assert table[0].startswith('| metric |')
     assert len(table) == 2 + len(demo.TABLE)

@@ -12,6 +12,7 @@ from pycocotools.cocoeval import COCOeval
 
 from ms_rcnn_mm.evaluation import (MaskIoUQualityMetric, calibration_bins,
                                    expected_calibration_error)
+from ms_rcnn_mm.evaluation.boundary import DILATION_RATIO, boundary_match_ious
 
 SIZE = 64
 #: the file's categories, not sorted by id; the model knows two of them
@@ -53,9 +54,10 @@ def write_split(path, rng, num_images=4):
     return COCO(str(path))
 
 
-def predictions(coco, rng):
+def predictions(coco, rng, jitter=4):
     """Per image, jittered copies of its GT boxes of the known classes plus
-    random false positives, with random scores; none for the last image."""
+    random false positives, with random scores; none for the last image.
+    Box edges move by up to ``jitter`` pixels."""
     samples = []
     last = max(coco.getImgIds())
     for image_id in sorted(coco.getImgIds()):
@@ -66,7 +68,7 @@ def predictions(coco, rng):
                     continue
                 x, y, w, h = ann['bbox']
                 for _ in range(2):
-                    dx, dy, dw, dh = rng.integers(-4, 5, 4)
+                    dx, dy, dw, dh = rng.integers(-jitter, jitter + 1, 4)
                     boxes.append([x + dx, y + dy, x + w + dw, y + h + dh])
                     labels.append(LABEL_CATEGORIES.index(ann['category_id']))
             for _ in range(3):
@@ -91,10 +93,8 @@ def predictions(coco, rng):
     return samples
 
 
-def coco_segm_ap(coco, samples, score_key):
-    """pycocotools' segm AP of the samples ranked by ``score_key``, with
-    CocoMetric's settings (every image; the classes' categories)."""
-    cat_ids = LABEL_CATEGORIES
+def coco_results(samples, score_key):
+    """The samples as COCO results (RLE masks) scored by ``score_key``."""
     results = []
     for sample in samples:
         pred = sample['pred_instances']
@@ -103,13 +103,20 @@ def coco_segm_ap(coco, samples, score_key):
         rles = mask_util.encode(np.asfortranarray(
             pred['masks'].numpy().astype(np.uint8).transpose(1, 2, 0)))
         results += [dict(image_id=sample['img_id'],
-                         category_id=cat_ids[int(label)], segmentation=rle,
-                         score=float(score))
+                         category_id=LABEL_CATEGORIES[int(label)],
+                         segmentation=rle, score=float(score))
                     for rle, label, score in zip(rles, pred['labels'],
                                                  scores)]
-    evaluator = COCOeval(coco, coco.loadRes(results), 'segm')
+    return results
+
+
+def coco_segm_ap(coco, samples, score_key):
+    """pycocotools' segm AP of the samples ranked by ``score_key``, with
+    CocoMetric's settings (every image; the classes' categories)."""
+    evaluator = COCOeval(coco, coco.loadRes(coco_results(samples, score_key)),
+                         'segm')
     evaluator.params.imgIds = sorted(coco.getImgIds())
-    evaluator.params.catIds = cat_ids
+    evaluator.params.catIds = LABEL_CATEGORIES
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
@@ -122,6 +129,16 @@ def split(tmp_path):
     path = tmp_path / 'gt.json'
     coco = write_split(path, rng)
     return path, coco, predictions(coco, rng)
+
+
+@pytest.fixture
+def tight_split(tmp_path):
+    """As :func:`split`, box edges moved by 1 pixel at most: 2-pixel
+    boundary bands of 8-20 pixel boxes then overlap enough to match."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / 'gt.json'
+    coco = write_split(path, rng)
+    return path, coco, predictions(coco, rng, jitter=1)
 
 
 def evaluate(metric, samples):
@@ -265,3 +282,86 @@ def test_predictions_without_maskness_are_named(split):
     with pytest.raises(KeyError, match='pred_instances.maskness'):
         MaskIoUQualityMetric(str(path)).process(
             {}, [dict(samples[0], pred_instances=pred)])
+
+
+def boundary_band(mask, width):
+    """Brute force: the mask minus its erosion by a 3x3 square ``width``
+    times, the image border counting as background."""
+    inner = np.pad(mask.astype(bool), 1)
+    for _ in range(width):
+        padded = np.pad(inner, 1)
+        inner = np.all([padded[1 + dy:padded.shape[0] - 1 + dy,
+                               1 + dx:padded.shape[1] - 1 + dx]
+                        for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+    return mask.astype(bool) & ~inner[1:-1, 1:-1]
+
+
+def test_boundary_match_ious_against_brute_force():
+    """min(mask IoU, boundary-band IoU) on non-crowd columns, the mask IoU
+    kept on crowd ones; bands 2 px wide on a 64 x 64 image (0.02 x its
+    diagonal, rounded), a mask on the image border banded there too.
+
+    Catches: the band IoU alone (no min), another band width, crowd columns
+    rescored, rows and columns swapped.
+    """
+    # a 2-pixel ring is all band: its band IoU with the filled box is 1
+    ring = box_mask(40, 5, 60, 25) - box_mask(42, 7, 58, 23)
+    dets = [box_mask(10, 10, 30, 30), box_mask(0, 40, 20, 64), ring]
+    gts = [box_mask(12, 11, 31, 33), box_mask(0, 38, 22, 64),
+           box_mask(5, 5, 35, 35), box_mask(40, 5, 60, 25)]
+    crowd = np.array([False, False, True, False])
+    enc = [mask_util.encode(np.asfortranarray(m)) for m in dets + gts]
+    det_rles, gt_rles = enc[:len(dets)], enc[len(dets):]
+    mask_ious = np.asarray(mask_util.iou(det_rles, gt_rles,
+                                         crowd.astype(np.uint8).tolist()))
+    out = boundary_match_ious(mask_ious, det_rles, gt_rles, crowd)
+    width = int(round(DILATION_RATIO * np.hypot(SIZE, SIZE)))
+    assert width == 2
+    for i, det in enumerate(dets):
+        for j, gt in enumerate(gts):
+            if crowd[j]:
+                assert out[i, j] == mask_ious[i, j]
+                continue
+            a, b = boundary_band(det, width), boundary_band(gt, width)
+            band_iou = (a & b).sum() / (a | b).sum()
+            assert out[i, j] == pytest.approx(
+                min(mask_ious[i, j], band_iou), abs=1e-12), (i, j)
+    # the bands decide these pairs, the masks the ring's
+    assert out[0, 0] < mask_ious[0, 0] and out[1, 1] < mask_ious[1, 1]
+    assert out[2, 3] == pytest.approx(mask_ious[2, 3])
+    assert mask_ious[2, 3] < 0.5
+
+
+def test_boundary_ap_equals_faster_coco_eval(tight_split):
+    """With ``boundary=True`` each ranking's Boundary AP equals
+    faster-coco-eval's ``iouType='boundary'`` on every image of the split,
+    and is below its segm AP (boundary matching is stricter); the segm
+    keys are those of a metric without it.
+
+    Catches: the mask IoUs reused for Boundary AP, boundary IoUs in another
+    row or column order, a ranking's score swapped, the gain taken from the
+    segm keys.
+    """
+    from faster_coco_eval import COCO as FasterCOCO
+    from faster_coco_eval import COCOeval_faster
+    path, _, samples = tight_split
+    out = evaluate(MaskIoUQualityMetric(str(path), boundary=True), samples)
+    plain = evaluate(MaskIoUQualityMetric(str(path)), samples)
+    assert {k: v for k, v in out.items()
+            if not k.startswith('boundary')} == pytest.approx(
+                plain, nan_ok=True)
+    for name, key in (('boundary_mAP', 'mask_scores'),
+                      ('boundary_mAP_cls_score', 'scores'),
+                      ('boundary_mAP_maskness', 'maskness')):
+        gt = FasterCOCO(str(path))
+        evaluator = COCOeval_faster(
+            gt, gt.loadRes(coco_results(samples, key)), 'boundary',
+            print_function=lambda *_: None)
+        evaluator.params.imgIds = sorted(gt.getImgIds())
+        evaluator.params.catIds = LABEL_CATEGORIES
+        evaluator.run()
+        want = evaluator.stats[0]
+        assert 0.02 < want < out[name.replace('boundary', 'segm')], name
+        assert out[name] == pytest.approx(want, abs=1e-6), name
+    assert out['boundary_mAP_gain'] == pytest.approx(
+        out['boundary_mAP'] - out['boundary_mAP_cls_score'])

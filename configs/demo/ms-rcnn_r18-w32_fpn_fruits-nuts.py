@@ -48,7 +48,8 @@ test_dataloader = val_dataloader
 val_ann_file = data_root + 'annotations/val.json'
 val_evaluator = [
     dict(type='CocoMetric', ann_file=val_ann_file, metric=['bbox', 'segm']),
-    dict(type='ms_rcnn_mm.MaskIoUQualityMetric', ann_file=val_ann_file)
+    dict(type='ms_rcnn_mm.MaskIoUQualityMetric', ann_file=val_ann_file,
+         boundary=True)
 ]
 test_evaluator = val_evaluator
 

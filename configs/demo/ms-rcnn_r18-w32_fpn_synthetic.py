@@ -89,9 +89,10 @@ test_dataloader = val_dataloader
 val_evaluator = [
     dict(type='CocoMetric', ann_file=data_root + 'annotations/val.json',
          metric=['bbox', 'segm']),
-    # segm AP with and without mask scoring, MaskIoU correlations
+    # segm AP with and without mask scoring, MaskIoU correlations; Boundary
+    # AP of the same rankings (the [boundary] extra, which make demo installs)
     dict(type='ms_rcnn_mm.MaskIoUQualityMetric',
-         ann_file=data_root + 'annotations/val.json')
+         ann_file=data_root + 'annotations/val.json', boundary=True)
 ]
 test_evaluator = val_evaluator
 

@@ -15,6 +15,7 @@ from pycocotools.cocoeval import COCOeval
 from scipy import stats
 
 from ..registry import METRICS
+from .boundary import boundary_function, boundary_match_ious
 
 #: box IoU at which a detection counts as matched to a same-class GT: the
 #: positives the MaskIoU head is trained on
@@ -111,6 +112,13 @@ def segm_ap(evaluator: SharedIoUEval, img_ids: List[int],
     return float(precision[valid].mean()) if valid.any() else -1.0
 
 
+def add_gain(metrics: Dict[str, float], stem: str) -> None:
+    """``{stem}_mAP_gain``: AP ranked by the mask score minus AP ranked by
+    the classification score alone."""
+    metrics[f'{stem}_mAP_gain'] = (metrics[f'{stem}_mAP'] -
+                                   metrics[f'{stem}_mAP_cls_score'])
+
+
 @METRICS.register_module()
 class MaskIoUQualityMetric(BaseMetric):
     """Segm AP under three rankings of the same masks, and how well each
@@ -136,7 +144,12 @@ class MaskIoUQualityMetric(BaseMetric):
       the best same-class GT, 0 if none), where false positives count;
     - ``ece``: expected calibration error of the predicted MaskIoU over the
       matched detections (:data:`ECE_BINS` bins);
-    - ``num_matched``, ``num_detections``.
+    - ``num_matched``, ``num_detections``;
+    - with ``boundary=True``, ``boundary_mAP``, ``boundary_mAP_cls_score``,
+      ``boundary_mAP_maskness`` and ``boundary_mAP_gain``: the same three
+      rankings under Boundary AP (Cheng et al., CVPR 2021; equals
+      faster-coco-eval's ``iouType='boundary'``), which weighs mask edges
+      where mask AP is dominated by object interiors.
 
     Args:
         ann_file (str): COCO annotation file of the evaluated split.
@@ -144,6 +157,8 @@ class MaskIoUQualityMetric(BaseMetric):
             :attr:`pairs` and the detections (COCO-style dicts with RLE
             masks, boxes as x1, y1, x2, y2) in :attr:`detections`, for
             plots. Defaults to False.
+        boundary (bool): Also report Boundary AP of each ranking; needs
+            the ``[boundary]`` extra (faster-coco-eval). Defaults to False.
         collect_device (str): As :class:`BaseMetric`. Defaults to 'cpu'.
         prefix (str, optional): Metric name prefix. Defaults to 'maskiou'.
     """
@@ -152,12 +167,16 @@ class MaskIoUQualityMetric(BaseMetric):
     def __init__(self,
                  ann_file: str,
                  keep_pairs: bool = False,
+                 boundary: bool = False,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
         with get_local_path(ann_file) as local_path:
             self.coco = COCO(local_path)
         self.keep_pairs = keep_pairs
+        if boundary:  # fail here, before a whole evaluation runs
+            boundary_function()
+        self.boundary = boundary
         self.pairs: Dict[str, np.ndarray] = {}
         self.detections: List[dict] = []
 
@@ -249,14 +268,31 @@ class MaskIoUQualityMetric(BaseMetric):
                         np.where(same, ious, 0).max(1))
         return ious, ann_ids, true, matched
 
+    def _boundary_ious(self, results: list, ious: Dict[int, np.ndarray],
+                       gt_ids: Dict[int, List[int]]) -> Dict[int, np.ndarray]:
+        """Per image, the IoUs Boundary AP matches with, in the rows and
+        columns of the mask IoUs (ground-truth RLEs as decoded by
+        :meth:`_image_ious`)."""
+        out = {}
+        for image_id, dets in results:
+            anns = self.coco.loadAnns(gt_ids[image_id])
+            out[image_id] = boundary_match_ious(
+                ious[image_id], [d['segmentation'] for d in dets],
+                [a['segmentation'] for a in anns],
+                np.array([bool(a.get('iscrowd', 0)) for a in anns], bool))
+        return out
+
     def _average_precisions(self, results: list, cat_ids: List[int],
                             ious: Dict[int, np.ndarray],
-                            gt_ids: Dict[int, List[int]]) -> Dict[str, float]:
-        """Segm AP of every ranking of :data:`RANKINGS`, sharing one IoU
-        pass."""
+                            gt_ids: Dict[int, List[int]],
+                            stem: str = 'segm') -> Dict[str, float]:
+        """AP of every ranking of :data:`RANKINGS` under the given IoUs
+        (mask IoUs: segm AP), named with ``stem`` for ``segm``."""
+        names = [(name.replace('segm', stem, 1), key)
+                 for name, key in RANKINGS]
         dets = [det for _, image in results for det in image]
         if not dets:
-            return {name: 0.0 for name, _ in RANKINGS}
+            return {name: 0.0 for name, _ in names}
         with contextlib.redirect_stdout(io.StringIO()):
             coco_dt = self.coco.loadRes([
                 dict(image_id=image_id, category_id=det['category_id'],
@@ -272,7 +308,7 @@ class MaskIoUQualityMetric(BaseMetric):
                   for col, ann_id in enumerate(ids)}
         img_ids = sorted(self.coco.getImgIds())
         aps = {}
-        for name, key in RANKINGS:
+        for name, key in names:
             for ann, det in zip(coco_dt.dataset['annotations'], dets):
                 ann['score'] = det[key]
             aps[name] = segm_ap(
@@ -296,8 +332,12 @@ class MaskIoUQualityMetric(BaseMetric):
                   for _, key in QUALITY_SCORES}
         metrics = OrderedDict(
             self._average_precisions(results, cat_ids, ious, gt_ids))
-        metrics['segm_mAP_gain'] = (metrics['segm_mAP'] -
-                                    metrics['segm_mAP_cls_score'])
+        add_gain(metrics, 'segm')
+        if self.boundary:
+            metrics.update(self._average_precisions(
+                results, cat_ids, self._boundary_ious(results, ious, gt_ids),
+                gt_ids, stem='boundary'))
+            add_gain(metrics, 'boundary')
         for suffix, keep in (('', matched), ('_all', slice(None))):
             for prefix, key in QUALITY_SCORES:
                 pearson, spearman = correlations(scores[key][keep],
